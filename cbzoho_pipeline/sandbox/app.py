@@ -1,0 +1,420 @@
+"""The sandbox server: one Starlette app that hosts every Chargebee site and Zoho org side by side.
+
+Why it exists: no machine of ours reaches Chargebee or Zoho, so the demo, every test and every benchmark
+talk to this server over real HTTP. The API modules (`chargebee_api`, `zoho_api`) emulate each API; this
+module owns what is common to both: tenants, the clock, fault injection, latency, Zoho's per-org
+concurrency limit, call statistics and the control surface under `/_sandbox`.
+
+What it must never do: be imported by product code (only the CLI's `sandbox`/`demo` commands and the tests
+use it), or let one tenant's data, faults or statistics leak into another's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import threading
+import time
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Match, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from cbzoho_pipeline.sandbox import chargebee_api, zoho_api
+from cbzoho_pipeline.sandbox.chargebee_api import ChargebeeSite
+from cbzoho_pipeline.sandbox.zoho_api import ZohoOrg
+
+CONTROL_PREFIX = "/_sandbox"
+
+# Default tenants: a Chargebee test site and live site, each paired with its own Zoho org.
+DEFAULT_SITES = {"acme-test": False, "acme": True}  # name -> live
+DEFAULT_ORGS = ("sandbox", "production")
+
+
+@dataclass
+class Faults:
+    """What to inflict on requests to one API (optionally one tenant). Probabilities are per request."""
+
+    p429: float = 0.0
+    p500: float = 0.0
+    pdrop: float = 0.0
+    pslow: float = 0.0
+    slow_seconds: float = 2.0
+    latency_ms: float = 0.0
+
+
+@dataclass
+class TenantStats:
+    calls: Counter = field(default_factory=Counter)
+    served_429: int = 0
+    faults_injected: Counter = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "calls": dict(sorted(self.calls.items())),
+            "calls_total": sum(self.calls.values()),
+            "served_429": self.served_429,
+            "faults_injected": dict(self.faults_injected),
+        }
+
+
+class Sandbox:
+    """All tenants and the shared machinery. State lives in this process only."""
+
+    def __init__(self, *, credentials_seed: str = "cbzoho-sandbox") -> None:
+        self.base_url = "http://127.0.0.1:0"
+        self.rng = random.Random(0)
+        self.lock = threading.RLock()
+        self._clock_offset = 0.0
+        self._credentials_seed = credentials_seed
+        self.sites: dict[str, ChargebeeSite] = {}
+        self.orgs: dict[str, ZohoOrg] = {}
+        self.faults: dict[tuple[str, str | None], Faults] = {}
+        self.stats: dict[tuple[str, str], TenantStats] = defaultdict(TenantStats)
+        for name, live in DEFAULT_SITES.items():
+            self.sites[name] = ChargebeeSite(self, name, self._credential("cb", name), live)
+        for name in DEFAULT_ORGS:
+            self.orgs[name] = ZohoOrg(
+                self,
+                name,
+                name,
+                client_id=f"1000.{self._credential('zid', name)[:20].upper()}",
+                client_secret=self._credential("zsecret", name),
+                refresh_token=f"1000.{self._credential('zrefresh', name)}",
+            )
+            self.orgs[name].in_flight = 0  # maintained by the middleware, read against concurrency_limit
+
+    def _credential(self, kind: str, tenant: str) -> str:
+        # Stable per credentials seed so a demo's printed credentials survive a restart; not secret.
+        import hashlib
+
+        digest = hashlib.sha256(f"{self._credentials_seed}:{kind}:{tenant}".encode()).hexdigest()
+        prefix = {"cb": "test_" if tenant.endswith("-test") else "live_"}.get(kind, "")
+        return prefix + digest[:32]
+
+    def now(self) -> float:
+        return time.time() + self._clock_offset
+
+    def advance_clock(self, seconds: float) -> None:
+        self._clock_offset += seconds
+
+    # ----------------------------------------------------------------------------------------- control
+    def info(self) -> dict[str, Any]:
+        base = self.base_url
+        return {
+            "base_url": base,
+            "control_url": base + CONTROL_PREFIX,
+            "chargebee": {
+                name: {"base_url": f"{base}/chargebee/{name}/api/v2", "api_key": site.api_key, "live": site.live}
+                for name, site in self.sites.items()
+            },
+            "zoho": {
+                name: {
+                    "accounts_url": f"{base}/zoho/accounts",
+                    "api_domain": f"{base}/zoho/{name}",
+                    "environment": org.environment,
+                    "client_id": org.client_id,
+                    "client_secret": org.client_secret,
+                    "refresh_token": org.refresh_token,
+                }
+                for name, org in self.orgs.items()
+            },
+        }
+
+    def reset(self) -> None:
+        with self.lock:
+            for site in self.sites.values():
+                site.reset()
+            for org in self.orgs.values():
+                org.reset()
+            self.faults.clear()
+            self.stats.clear()
+            self._clock_offset = 0.0
+
+    def seed(self, *, customers: int, seed: int, site: str, org: str) -> dict[str, Any]:
+        """Load a generated messy dataset into one Chargebee site and its Zoho org."""
+        from cbzoho_pipeline.sandbox.generator import generate_dataset
+
+        zorg = self.orgs[org]
+        users = [u["id"] for u in zorg.settings().get("users", []) if "id" in u]
+        dataset = generate_dataset(customers, seed, now=int(self.now()), zoho_user_ids=users or None)
+        zoho_data = dict(dataset["zoho"])
+        duplicates = zoho_data.pop("Contacts_duplicates", [])
+        # Several Zoho contacts sharing one email can only exist where the org allows duplicate emails.
+        if duplicates and not zorg.settings().get("unique_email", False):
+            zoho_data["Contacts"] = list(zoho_data.get("Contacts", [])) + list(duplicates)
+        loaded = {"chargebee": self.sites[site].load(dataset["chargebee"]), "zoho": zorg.load(zoho_data)}
+        return {"loaded": loaded, "summary": dataset.get("summary", {})}
+
+    def faults_for(self, api: str, tenant: str) -> Faults | None:
+        return self.faults.get((api, tenant)) or self.faults.get((api, None))
+
+    def stats_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"chargebee": {}, "zoho": {}, "zoho_accounts": {}}
+        for name in self.sites:
+            out["chargebee"][name] = self.stats[("chargebee", name)].as_dict()
+        for name, org in self.orgs.items():
+            out["zoho"][name] = {**self.stats[("zoho", name)].as_dict(), **org.stats()}
+        out["zoho_accounts"] = self.stats[("zoho_accounts", "-")].as_dict()
+        return out
+
+
+class FaultsAndStatsMiddleware:
+    """Latency, injected faults, Zoho's concurrency limit and per-endpoint call counts, for every API call."""
+
+    def __init__(self, app: ASGIApp, sandbox: Sandbox, routes: list[Route]) -> None:
+        self.app = app
+        self.sandbox = sandbox
+        self.routes = routes
+
+    def _endpoint(self, scope: Scope) -> str:
+        """"METHOD /template" with the tenant prefix stripped, e.g. "POST /crm/v8/{module}/upsert"."""
+        template = scope["path"]
+        for route in self.routes:
+            match, _child = route.matches(scope)
+            if match == Match.FULL:
+                template = route.path
+                break
+        return f"{scope['method']} {_strip_tenant(template)}"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        classified = _classify(scope["path"]) if scope["type"] == "http" else None
+        if classified is None:
+            await self.app(scope, receive, send)
+            return
+        api, tenant = classified
+        sandbox = self.sandbox
+        stats = sandbox.stats[(api, tenant)]
+        stats.calls[self._endpoint(scope)] += 1
+
+        async def counting_send(message: dict) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 429:
+                stats.served_429 += 1
+            await send(message)
+
+        faults = sandbox.faults_for("zoho" if api == "zoho_accounts" else api, tenant)
+        org = sandbox.orgs.get(tenant) if api == "zoho" else None
+        if org is not None:
+            org.in_flight += 1
+        try:
+            if org is not None and org.in_flight > org.concurrency_limit:
+                stats.faults_injected["concurrency"] += 1
+                await zoho_api.fault_response("429")(scope, receive, counting_send)
+                return
+            kind = await self._roll(faults, stats) if faults is not None else None
+            if kind == "drop":
+                # Start a reply and abort it: the client sees the connection die mid-response.
+                await send({"type": "http.response.start", "status": 200,
+                            "headers": [(b"content-length", b"1000")]})
+                raise ConnectionAbortedError("sandbox: injected dropped connection")
+            if kind is not None:
+                module = chargebee_api if api == "chargebee" else zoho_api
+                await module.fault_response(kind)(scope, receive, counting_send)
+                return
+            await self.app(scope, receive, counting_send)
+        finally:
+            if org is not None:
+                org.in_flight -= 1
+
+    async def _roll(self, faults: Faults, stats: TenantStats) -> str | None:
+        if faults.latency_ms:
+            await asyncio.sleep(faults.latency_ms / 1000)
+        roll = self.sandbox.rng.random
+        if faults.pslow and roll() < faults.pslow:
+            stats.faults_injected["slow"] += 1
+            await asyncio.sleep(faults.slow_seconds)
+        for kind, probability in (("429", faults.p429), ("500", faults.p500), ("drop", faults.pdrop)):
+            if probability and roll() < probability:
+                stats.faults_injected[kind] += 1
+                return kind
+        return None
+
+
+def _classify(path: str) -> tuple[str, str] | None:
+    """Map a request path to (api, tenant), or None for control and unknown paths."""
+    parts = path.split("/", 3)  # ['', 'chargebee', '<site>', 'api/v2/...']
+    if len(parts) < 3:
+        return None
+    if parts[1] == "chargebee":
+        return "chargebee", parts[2]
+    if parts[1] == "zoho":
+        return ("zoho_accounts", "-") if parts[2] == "accounts" else ("zoho", parts[2])
+    return None
+
+
+def _strip_tenant(template: str) -> str:
+    for prefix in ("/chargebee/{site}", "/zoho/accounts", "/zoho/{org}"):
+        if template.startswith(prefix):
+            return template[len(prefix):] or "/"
+    return template
+
+
+# --------------------------------------------------------------------------------------------- control
+def _control_routes(sandbox: Sandbox) -> list[Route]:
+    def ok(payload: Any = None, status: int = 200) -> JSONResponse:
+        return JSONResponse({"ok": True} if payload is None else payload, status_code=status)
+
+    def error(message: str, status: int = 400) -> JSONResponse:
+        return JSONResponse({"ok": False, "error": message}, status_code=status)
+
+    async def body(request: Request) -> dict:
+        raw = await request.body()
+        if not raw:
+            return {}
+        try:
+            parsed = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"body is not JSON: {exc}") from exc
+        if not isinstance(parsed, dict):
+            raise ValueError("body must be a JSON object")
+        return parsed
+
+    def site_or_none(name: str) -> ChargebeeSite | None:
+        return sandbox.sites.get(name)
+
+    async def info(request: Request) -> Response:
+        return ok(sandbox.info())
+
+    async def reset(request: Request) -> Response:
+        sandbox.reset()
+        return ok()
+
+    async def load(request: Request) -> Response:
+        try:
+            data = await body(request)
+            unknown = [s for s in data.get("chargebee", {}) if s not in sandbox.sites]
+            unknown += [o for o in data.get("zoho", {}) if o not in sandbox.orgs]
+            if unknown:
+                return error(f"unknown tenant(s): {', '.join(unknown)}", 404)
+            counts: dict[str, Any] = {"chargebee": {}, "zoho": {}}
+            with sandbox.lock:
+                for name, payload in data.get("chargebee", {}).items():
+                    counts["chargebee"][name] = sandbox.sites[name].load(payload)
+                for name, payload in data.get("zoho", {}).items():
+                    counts["zoho"][name] = sandbox.orgs[name].load(payload)
+        except (ValueError, KeyError, TypeError) as exc:
+            return error(f"load failed: {exc}")
+        return ok({"ok": True, "loaded": counts})
+
+    async def generate(request: Request) -> Response:
+        try:
+            data = await body(request)
+            site_name = data.get("site", "acme-test")
+            org_name = data.get("org", "sandbox")
+            if site_name not in sandbox.sites or org_name not in sandbox.orgs:
+                return error(f"unknown site or org: {site_name!r}, {org_name!r}", 404)
+            with sandbox.lock:
+                result = sandbox.seed(customers=int(data.get("customers", 100)), seed=int(data.get("seed", 42)),
+                                      site=site_name, org=org_name)
+        except (ValueError, KeyError, TypeError) as exc:
+            return error(f"generate failed: {exc}")
+        return ok({"ok": True, **result})
+
+    async def dump(request: Request) -> Response:
+        org = sandbox.orgs.get(request.path_params["org"])
+        if org is None:
+            return error("unknown org", 404)
+        try:
+            return ok({"data": org.dump(request.path_params["module"])})
+        except (KeyError, ValueError) as exc:
+            return error(str(exc), 404)
+
+    async def zoho_settings(request: Request) -> Response:
+        org = sandbox.orgs.get(request.path_params["org"])
+        if org is None:
+            return error("unknown org", 404)
+        if request.method == "GET":
+            return ok(org.settings())
+        try:
+            org.update_settings(await body(request))
+        except (ValueError, KeyError, TypeError) as exc:
+            return error(str(exc))
+        return ok(org.settings())
+
+    async def chargebee_settings(request: Request) -> Response:
+        site = site_or_none(request.path_params["site"])
+        if site is None:
+            return error("unknown site", 404)
+        try:
+            site.update_settings(await body(request))
+        except (ValueError, KeyError, TypeError) as exc:
+            return error(str(exc))
+        return ok()
+
+    async def chargebee_counts(request: Request) -> Response:
+        site = site_or_none(request.path_params["site"])
+        if site is None:
+            return error("unknown site", 404)
+        return ok(site.counts())
+
+    async def expire_tokens(request: Request) -> Response:
+        org = sandbox.orgs.get(request.path_params["org"])
+        if org is None:
+            return error("unknown org", 404)
+        org.expire_tokens()
+        return ok()
+
+    async def stats(request: Request) -> Response:
+        return ok(sandbox.stats_dict())
+
+    async def stats_reset(request: Request) -> Response:
+        sandbox.stats.clear()
+        for org in sandbox.orgs.values():
+            reset_stats = getattr(org, "reset_stats", None)
+            if reset_stats is not None:
+                reset_stats()
+        return ok()
+
+    async def faults(request: Request) -> Response:
+        if request.method == "DELETE":
+            sandbox.faults.clear()
+            return ok()
+        try:
+            data = await body(request)
+            api = data.pop("api")
+            if api not in ("chargebee", "zoho"):
+                return error("api must be 'chargebee' or 'zoho'")
+            tenant = data.pop("tenant", None)
+            spec = Faults(**data)
+        except (KeyError, TypeError, ValueError) as exc:
+            return error(f"bad fault spec: {exc}")
+        sandbox.faults[(api, tenant)] = spec
+        return ok({"ok": True, "faults": {f"{a}:{t or '*'}": asdict(f) for (a, t), f in sandbox.faults.items()}})
+
+    async def clock(request: Request) -> Response:
+        try:
+            data = await body(request)
+            sandbox.advance_clock(float(data.get("advance_seconds", 0)))
+        except (TypeError, ValueError) as exc:
+            return error(str(exc))
+        return ok({"ok": True, "now": sandbox.now()})
+
+    p = CONTROL_PREFIX
+    return [
+        Route(p + "/info", info, methods=["GET"]),
+        Route(p + "/reset", reset, methods=["POST"]),
+        Route(p + "/load", load, methods=["POST"]),
+        Route(p + "/generate", generate, methods=["POST"]),
+        Route(p + "/zoho/{org}/records/{module}", dump, methods=["GET"]),
+        Route(p + "/zoho/{org}/settings", zoho_settings, methods=["GET", "POST"]),
+        Route(p + "/zoho/{org}/expire_tokens", expire_tokens, methods=["POST"]),
+        Route(p + "/chargebee/{site}/settings", chargebee_settings, methods=["POST"]),
+        Route(p + "/chargebee/{site}/counts", chargebee_counts, methods=["GET"]),
+        Route(p + "/stats", stats, methods=["GET"]),
+        Route(p + "/stats/reset", stats_reset, methods=["POST"]),
+        Route(p + "/faults", faults, methods=["POST", "DELETE"]),
+        Route(p + "/clock", clock, methods=["POST"]),
+    ]
+
+
+def build_app(sandbox: Sandbox) -> Starlette:
+    api_routes = chargebee_api.chargebee_routes(sandbox) + zoho_api.zoho_routes(sandbox)
+    app = Starlette(routes=_control_routes(sandbox) + api_routes)
+    app.add_middleware(FaultsAndStatsMiddleware, sandbox=sandbox, routes=api_routes)
+    return app
