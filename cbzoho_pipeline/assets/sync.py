@@ -1,0 +1,342 @@
+"""The sync as a Dagster asset graph, partitioned by site: chargebee -> zoho_snapshot -> plan -> push.
+
+Thin by design: each asset opens the site's warehouse, calls one function of the layer below (extract,
+snapshot, plan, push) and reports what happened as metadata and check results. No business rule lives here.
+"""
+
+
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+from dagster_pandera import pandera_schema_to_dagster_type
+
+from cbzoho_pipeline.assets.partitions import SITES
+from cbzoho_pipeline.chargebee import extract as cb_extract
+from cbzoho_pipeline.chargebee import schemas
+from cbzoho_pipeline.chargebee.resources import ChargebeeResource
+from cbzoho_pipeline.settings import Site, load_settings
+from cbzoho_pipeline.sync import plan as core
+from cbzoho_pipeline.sync.push import push_module
+from cbzoho_pipeline.warehouse.resources import WarehouseResource, disconnection
+from cbzoho_pipeline.zoho import snapshot
+from cbzoho_pipeline.zoho.resources import ZohoResource
+
+OWNERS = ["team:data-engineering"]
+
+
+class ExtractConfig(dg.Config):
+    full_resync: bool = False
+    """Ignore the cursor and read everything again (the first run always does)."""
+
+
+class MetadataConfig(dg.Config):
+    max_age_minutes: int = 360
+    """Reuse Zoho's users, fields and pipelines if read this recently (saves six calls a run)."""
+
+
+def site_for(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> Site:
+    site = load_settings().site(context.partition_key)
+    gone = disconnection(site.name)
+    if gone is not None:
+        raise dg.Failure(
+            description=(f"site {site.name!r} was disconnected at {gone.get('at', '?')} "
+                         "(`cbzoho disconnect`); its history is kept. To sync it again, give it a new Zoho "
+                         "refresh token and run `cbzoho reconnect --site " + site.name + "`."),
+            allow_retries=False,
+        )
+    return site
+
+
+def _md_table(rows: list[dict[str, Any]], limit: int = 50) -> dg.MetadataValue:
+    if not rows:
+        return dg.MetadataValue.md("_none_")
+    frame = pd.DataFrame(rows[:limit])
+    more = f"\n\n…and {len(rows) - limit} more" if len(rows) > limit else ""
+    return dg.MetadataValue.md(frame.to_markdown(index=False) + more)
+
+
+# --------------------------------------------------------------------------------------------- chargebee
+def _extract_asset(stream: str, contract: Any):
+    name = f"chargebee_{stream}"
+    contract_type = pandera_schema_to_dagster_type(contract)
+
+    @dg.asset(
+        name=name,
+        partitions_def=SITES,
+        group_name="chargebee",
+        kinds={"python", "duckdb"},
+        owners=OWNERS,
+        tags={"source": "chargebee"},
+        metadata={"dagster/column_schema": contract_type.metadata["schema"].schema,
+                  "dagster/table_name": f"cb_{stream}"},
+        check_specs=[
+            dg.AssetCheckSpec("contract", asset=name, blocking=True,
+                              description="Every page read honours the columns and types the sync relies on. "
+                                          "Blocking: a breach stops the sync before anything is pushed."),
+            dg.AssetCheckSpec("rows_set_aside", asset=name,
+                              description="Rows set aside by validation (e.g. an email Zoho would reject). "
+                                          "They are not synced and are checked again when they change."),
+        ],
+        description=f"Chargebee {stream}, read incrementally (cursor on updated_at, with overlap) into DuckDB.",
+    )
+    def _asset(context: dg.AssetExecutionContext, config: ExtractConfig, chargebee: ChargebeeResource,
+               warehouse: WarehouseResource) -> dg.MaterializeResult:
+        site = site_for(context)
+        client = chargebee.client(site)
+        with warehouse.open(site.name) as wh:
+            result = cb_extract.extract(wh, client, stream, full_resync=config.full_resync, log=context.log.info)
+            rejects = cb_extract.validate_rows(wh, stream) if result.ok else []
+            total = wh.count(f"cb_{stream}")
+        client.close()
+        checks = [
+            dg.AssetCheckResult(
+                check_name="contract", passed=result.ok,
+                metadata={"problems": _md_table(result.contract_problems), "problem_count": len(result.contract_problems)},
+                description=None if result.ok else f"{stream} from Chargebee broke the contract; nothing was pushed",
+            ),
+            dg.AssetCheckResult(
+                check_name="rows_set_aside", passed=not rejects,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={"rows_set_aside": len(rejects),
+                          "rows": _md_table([{"id": i, "resource_version": v, "reason": r} for i, v, r in rejects])},
+            ),
+        ]
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": total,
+                "fetched": result.fetched,
+                "new": result.new,
+                "changed": result.changed,
+                "pages": result.pages,
+                "full_load": result.full,
+                "window_start": result.window_start if result.window_start is not None else "none (full load)",
+                "rows_set_aside": len(rejects),
+            },
+            check_results=checks,
+        )
+
+    return _asset
+
+
+chargebee_customers = _extract_asset("customers", schemas.CUSTOMER_CONTRACT)
+chargebee_subscriptions = _extract_asset("subscriptions", schemas.SUBSCRIPTION_CONTRACT)
+
+
+# --------------------------------------------------------------------------------------------- zoho
+@dg.asset(
+    partitions_def=SITES,
+    group_name="zoho_snapshot",
+    kinds={"python", "duckdb"},
+    owners=OWNERS,
+    tags={"source": "zoho"},
+    description="Zoho CRM metadata the plan checks against: active users, module fields, deal pipelines.",
+)
+def zoho_metadata(context: dg.AssetExecutionContext, config: MetadataConfig, zoho: ZohoResource,
+                  warehouse: WarehouseResource) -> dg.MaterializeResult:
+    site = site_for(context)
+    with warehouse.open(site.name) as wh:
+        age = wh.scalar("SELECT date_diff('minute', fetched_at, now()) FROM zoho_meta WHERE kind = 'metadata'")
+        if age is not None and age < config.max_age_minutes:
+            metadata = wh.meta("metadata")
+            reused = True
+            context.log.info(f"metadata read {age} min ago; reused (max age {config.max_age_minutes} min)")
+        else:
+            metadata = snapshot.refresh_metadata(wh, zoho.client(site), log=context.log.info)
+            reused = False
+    org = snapshot.describe_org(metadata)
+    return dg.MaterializeResult(metadata={
+        "users": len(metadata.get("users", [])),
+        "pipelines": dg.MetadataValue.json(metadata.get("pipelines", {})),
+        "multi_currency": org["multi_currency"],
+        "contact_external_field": org["contact_external_field"] or "none",
+        "reused_cached": reused,
+    })
+
+
+def _snapshot_asset(module: str):
+    name = f"zoho_{module.lower()}"
+
+    @dg.asset(
+        name=name,
+        partitions_def=SITES,
+        group_name="zoho_snapshot",
+        kinds={"python", "duckdb"},
+        owners=OWNERS,
+        tags={"source": "zoho"},
+        deps=[zoho_metadata],
+        metadata={"dagster/table_name": "zoho_records"},
+        description=f"Zoho CRM {module} as Zoho holds them: full read through COQL, then only changes "
+                    "(If-Modified-Since) and deletions.",
+    )
+    def _asset(context: dg.AssetExecutionContext, config: ExtractConfig, zoho: ZohoResource,
+               warehouse: WarehouseResource) -> dg.MaterializeResult:
+        site = site_for(context)
+        with warehouse.open(site.name) as wh:
+            metadata = wh.meta("metadata")
+            org = snapshot.describe_org(metadata)
+            extra = list(site.rules.extra_contact_fields.values()) if module == "Contacts" else []
+            if module == "Contacts" and org["contact_external_field"]:
+                extra.append(org["contact_external_field"])
+            fields = snapshot.snapshot_fields(module, metadata, extra)
+            result = snapshot.refresh(wh, zoho.client(site), module, fields, full=config.full_resync,
+                                      log=context.log.info)
+        return dg.MaterializeResult(metadata={
+            "dagster/row_count": result.total, "fetched": result.fetched, "deleted": result.deleted,
+            "pages": result.pages, "full_load": result.full,
+        })
+
+    return _asset
+
+
+zoho_accounts = _snapshot_asset("Accounts")
+zoho_contacts = _snapshot_asset("Contacts")
+zoho_deals = _snapshot_asset("Deals")
+
+
+# --------------------------------------------------------------------------------------------- plan
+@dg.asset(
+    partitions_def=SITES,
+    group_name="plan",
+    kinds={"python", "duckdb"},
+    owners=OWNERS,
+    deps=[chargebee_customers, chargebee_subscriptions, zoho_metadata, zoho_accounts, zoho_contacts, zoho_deals],
+    metadata={"dagster/table_name": "plan"},
+    description="What the push will do, record by record: create | update | noop | skip | error, with the "
+                "changed fields and the reason. Materialize it alone for a dry run.",
+)
+def sync_plan(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    site = site_for(context)
+    with warehouse.open(site.name) as wh:
+        inputs = gather_plan_inputs(wh, site)
+        rows = core.build_plan(inputs)
+        frame = pd.DataFrame([r.as_dict() for r in rows], columns=list(core.PlanRow.__dataclass_fields__))
+        counts = core.summarize(rows)
+        wh.write_plan(context.run.run_id, context.run.run_id, frame, counts)
+    table = [{"module": m, **c} for m, c in counts.items()]
+    sample = [
+        {"module": r.module, "key": r.source_key, "action": r.action, "changed": ", ".join(r.changed_fields or []),
+         "reason": r.reason}
+        for r in rows if r.action != "noop"
+    ]
+    flat = {f"{m.lower()}_{a}": n for m, c in counts.items() for a, n in c.items()}
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": len(rows),
+        "summary": dg.MetadataValue.md(pd.DataFrame(table).to_markdown(index=False)),
+        "changes": _md_table(sample, limit=100),
+        **flat,
+    })
+
+
+def gather_plan_inputs(wh, site: Site) -> core.PlanInputs:
+    """Read everything the pure plan needs from the warehouse (and reconcile lost create answers first)."""
+    for module in core.MODULES:
+        pending = wh.pending(module)
+        if pending:
+            links = wh.links(module)
+            found = core.reconcile_pending(pending, wh.zoho_records(module), set(links.values()))
+            wh.set_links(module, found)
+            wh.clear_pending(module, [k for k, _ in pending])
+    metadata = wh.meta("metadata")
+    org = snapshot.describe_org(metadata)
+    owner_id, owner_error = snapshot.resolve_owner(metadata, site.rules.deal_owner_email)
+    rejects = {s: dict(zip(df["id"], df["reason"])) for s in ("customers", "subscriptions")
+               for df in [wh.rejects(s)]}
+    return core.PlanInputs(
+        customers=wh.chargebee_objects("cb_customers"),
+        subscriptions=wh.chargebee_objects("cb_subscriptions"),
+        zoho_contacts=wh.zoho_records("Contacts"),
+        zoho_accounts=wh.zoho_records("Accounts"),
+        zoho_deals=wh.zoho_records("Deals"),
+        rules=site.rules,
+        contact_links=wh.links("Contacts"),
+        account_links=wh.links("Accounts"),
+        deal_links=wh.links("Deals"),
+        rejected_customers=rejects["customers"],
+        rejected_subscriptions=rejects["subscriptions"],
+        field_lengths=org["field_lengths"],
+        pipelines=org["pipelines"],
+        owner_id=owner_id,
+        owner_error=owner_error,
+        multi_currency=org["multi_currency"],
+        currencies=org["currencies"],
+        contact_external_field=org["contact_external_field"],
+    )
+
+
+# --------------------------------------------------------------------------------------------- push
+def _push_asset(module: str, deps: list):
+    name = f"synced_{module.lower()}"
+
+    @dg.asset(
+        name=name,
+        partitions_def=SITES,
+        group_name="push",
+        kinds={"python", "duckdb"},
+        owners=OWNERS,
+        tags={"destination": "zoho"},
+        deps=deps,
+        check_specs=[dg.AssetCheckSpec(
+            "sync_errors", asset=name,
+            description=f"Every {module} record that failed to sync, with Zoho's (or our) code and message. "
+                        "Failed records are planned again next run.")],
+        description=f"Pushes the plan's {module} creates and updates to Zoho CRM (at most 100 records a call) "
+                    "and records every answer.",
+    )
+    def _asset(context: dg.AssetExecutionContext, zoho: ZohoResource,
+               warehouse: WarehouseResource) -> dg.MaterializeResult:
+        site = site_for(context)
+        run_id = context.run.run_id
+        with warehouse.open(site.name) as wh:
+            org = snapshot.describe_org(wh.meta("metadata"))
+            counts = push_module(wh, zoho.client(site), module, run_id,
+                                 external_field=org["contact_external_field"], log=context.log.info)
+            open_errors = wh.errors(module)
+            wh.record_run(run_id, "finished", {module: {**counts.as_metadata(), "open_errors": len(open_errors)}})
+        error_rows = [
+            {"chargebee_id": r["source_key"], "code": r["code"], "message": r["message"],
+             "last_seen": str(r["last_seen"])[:19]}
+            for r in open_errors.to_dict("records")
+        ]
+        return dg.MaterializeResult(
+            metadata={**counts.as_metadata(), "open_errors": len(open_errors)},
+            check_results=[dg.AssetCheckResult(
+                check_name="sync_errors", passed=not error_rows,
+                metadata={"error_count": len(error_rows),
+                          "errors": _md_table(error_rows, limit=200),
+                          "errors_json": dg.MetadataValue.json(error_rows[:500])},
+                description=None if not error_rows else f"{len(error_rows)} {module} record(s) failed to sync",
+            )],
+        )
+
+    return _asset
+
+
+synced_accounts = _push_asset("Accounts", [sync_plan])
+synced_contacts = _push_asset("Contacts", [sync_plan, synced_accounts])
+synced_deals = _push_asset("Deals", [sync_plan, synced_contacts])
+
+SYNC_ASSETS = [
+    chargebee_customers, chargebee_subscriptions, zoho_metadata, zoho_accounts, zoho_contacts, zoho_deals,
+    sync_plan, synced_accounts, synced_contacts, synced_deals,
+]
+
+
+@dg.asset_check(asset=zoho_contacts, partitions_def=SITES, description="Emails held by more than one Zoho contact: customers with "
+                "such an email cannot be matched and become sync errors.")
+def duplicate_emails_in_zoho(context: dg.AssetCheckExecutionContext,
+                             warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    with warehouse.open(load_settings().site(context.partition_key).name) as wh:
+        dupes = wh.df(
+            """SELECT lower(trim(data->>'Email')) AS email, count(*) AS contacts,
+                      string_agg(id, ', ' ORDER BY id) AS zoho_ids
+               FROM zoho_records WHERE module = 'Contacts' AND coalesce(trim(data->>'Email'), '') <> ''
+               GROUP BY 1 HAVING count(*) > 1 ORDER BY 1"""
+        )
+    return dg.AssetCheckResult(
+        passed=dupes.empty,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"duplicate_emails": len(dupes), "rows": _md_table(dupes.to_dict("records"))},
+    )
+
+

@@ -1,0 +1,47 @@
+"""Dagster resource that hands assets a Zoho CRM client for a site.
+
+Clients are kept per process and per credentials, so every asset of a run (and later runs in the same
+process) reuses one access token instead of minting a new one: Zoho allows only ten new access tokens per
+refresh token in ten minutes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+
+import dagster as dg
+
+from cbzoho_pipeline.settings import Site
+from cbzoho_pipeline.zoho.client import ZohoClient
+
+_CLIENTS: dict[str, ZohoClient] = {}
+_LOCK = threading.Lock()
+
+
+class ZohoResource(dg.ConfigurableResource):
+    """Talks to Zoho CRM. Client id, secret and refresh token come from the environment variables the
+    site's settings name (or the sandbox info file); none of them reaches config, logs or metadata."""
+
+    timeout_seconds: float = 60.0
+    max_retries: int = 6
+    max_concurrency: int = 5
+
+    def client(self, site: Site) -> ZohoClient:
+        target = site.zoho()
+        fingerprint = hashlib.sha256(
+            "\0".join([target.accounts_url, target.api_domain or "", target.client_id, target.client_secret,
+                       target.refresh_token, str(self.timeout_seconds), str(self.max_retries),
+                       str(self.max_concurrency)]).encode()
+        ).hexdigest()
+        with _LOCK:
+            client = _CLIENTS.get(fingerprint)
+            if client is None:
+                client = ZohoClient(
+                    accounts_url=target.accounts_url, api_domain=target.api_domain, client_id=target.client_id,
+                    client_secret=target.client_secret, refresh_token=target.refresh_token,
+                    timeout=self.timeout_seconds, max_retries=self.max_retries,
+                    max_concurrency=self.max_concurrency,
+                )
+                _CLIENTS[fingerprint] = client
+            return client

@@ -1,0 +1,162 @@
+"""Keep the site's copy of Zoho (Contacts, Accounts, Deals and the metadata the plan needs) current.
+
+A first load (or a full refresh) reads a module through COQL, paging on the record id, which stays
+complete past the 2,000 records Get Records serves without a page token and past the 100,000 any token
+chain reaches, at 2,000 records per call. Later runs ask Get Records only for what changed since the
+newest `Modified_Time` seen (`If-Modified-Since`; one call and no credits spent on data when nothing did)
+and the deleted-records list since the last deletion seen.
+
+Never writes to Zoho.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from cbzoho_pipeline.warehouse.db import Warehouse
+from cbzoho_pipeline.zoho.client import format_zoho_datetime, parse_zoho_datetime
+
+# Fields read per module (those missing from the org's metadata are left out).
+BASE_FIELDS: dict[str, list[str]] = {
+    "Contacts": ["First_Name", "Last_Name", "Email", "Phone", "Account_Name", "Owner", "Created_Time", "Modified_Time"],
+    "Accounts": ["Account_Name", "Owner", "Created_Time", "Modified_Time"],
+    "Deals": ["Deal_Name", "Amount", "Closing_Date", "Stage", "Pipeline", "Contact_Name", "Account_Name", "Owner",
+              "Currency", "Created_Time", "Modified_Time"],
+}
+OVERLAP = timedelta(seconds=1)
+
+
+@dataclass
+class SnapshotResult:
+    module: str
+    full: bool
+    fetched: int = 0
+    deleted: int = 0
+    pages: int = 0
+    total: int = 0
+
+
+def snapshot_fields(module: str, metadata: dict[str, Any] | None, extra: list[str] = ()) -> list[str]:
+    wanted = list(dict.fromkeys(BASE_FIELDS[module] + list(extra)))
+    known = {f["api_name"] for f in (metadata or {}).get("fields", {}).get(module, [])}
+    fields = [f for f in wanted if not known or f in known]
+    return fields[:50]
+
+
+def refresh(
+    wh: Warehouse,
+    client: Any,
+    module: str,
+    fields: list[str],
+    *,
+    full: bool = False,
+    log: Callable[[str], None] = lambda _m: None,
+) -> SnapshotResult:
+    cursor_name = f"zoho.{module}"
+    deleted_cursor_name = f"zoho.{module}.deleted"
+    cursor = None if full else wh.get_cursor(cursor_name)
+    result = SnapshotResult(module, full=cursor is None)
+    newest = parse_zoho_datetime(cursor) if cursor else None
+
+    def track(records: list[dict[str, Any]]) -> None:
+        nonlocal newest
+        for record in records:
+            stamp = record.get("Modified_Time")
+            if stamp:
+                when = parse_zoho_datetime(stamp)
+                if newest is None or when > newest:
+                    newest = when
+
+    if cursor is None:
+        log(f"{module}: full snapshot through COQL")
+        with wh.transaction():
+            wh.con.execute("DELETE FROM zoho_records WHERE module = ?", [module])
+            for page in client.iter_coql(module, [f for f in fields if f != "id"]):
+                result.pages += 1
+                result.fetched += wh.upsert_zoho(module, page)
+                track(page)
+                if result.pages % 5 == 0:
+                    log(f"{module}: {result.fetched} records read")
+        # Deletions before this full read are already reflected; start the deleted feed from now on.
+        if newest is not None:
+            wh.set_cursor(deleted_cursor_name, format_zoho_datetime(newest))
+    else:
+        since = parse_zoho_datetime(cursor) - OVERLAP
+        log(f"{module}: changes since {format_zoho_datetime(since)}")
+        for page in client.iter_records(module, fields, modified_since=since):
+            result.pages += 1
+            result.fetched += wh.upsert_zoho(module, page)
+            track(page)
+        deleted_cursor = wh.get_cursor(deleted_cursor_name)
+        deleted_since = parse_zoho_datetime(deleted_cursor) - OVERLAP if deleted_cursor else since
+        newest_deleted = None
+        for page in client.iter_deleted(module, modified_since=deleted_since):
+            ids = [str(d["id"]) for d in page]
+            result.deleted += wh.delete_zoho(module, ids)
+            for item in page:
+                stamp = item.get("deleted_time")
+                if stamp:
+                    when = parse_zoho_datetime(stamp)
+                    newest_deleted = when if newest_deleted is None or when > newest_deleted else newest_deleted
+        if newest_deleted is not None:
+            wh.set_cursor(deleted_cursor_name, format_zoho_datetime(newest_deleted))
+    if newest is not None:
+        wh.set_cursor(cursor_name, format_zoho_datetime(newest))
+    result.total = wh.count("zoho_records", f"WHERE module = '{module}'")
+    log(f"{module}: {result.fetched} read, {result.deleted} deleted, {result.total} in snapshot")
+    return result
+
+
+def refresh_metadata(wh: Warehouse, client: Any, *, log: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
+    """Users, fields of the three modules, and the Deals pipelines with their stages."""
+    users = client.users("ActiveUsers")
+    fields = {module: client.fields(module) for module in ("Contacts", "Accounts", "Deals")}
+    pipelines: dict[str, list[str]] = {}
+    layouts = client.layouts("Deals")
+    for layout in layouts:
+        for pipeline in client.pipelines(str(layout["id"])):
+            stages = [m.get("display_value") or m.get("actual_value") for m in pipeline.get("maps", [])]
+            pipelines.setdefault(pipeline.get("display_value") or pipeline.get("actual_value"), stages)
+    metadata = {"users": users, "fields": fields, "pipelines": pipelines}
+    wh.set_meta("metadata", metadata)
+    log(f"metadata: {len(users)} users, {sum(len(f) for f in fields.values())} fields, {len(pipelines)} pipelines")
+    return metadata
+
+
+def describe_org(metadata: dict[str, Any] | None) -> dict[str, Any]:
+    """What the plan needs to know about the org, derived from its metadata."""
+    metadata = metadata or {}
+    fields = metadata.get("fields", {})
+    lengths = {
+        module: {f["api_name"]: int(f["length"]) for f in items if f.get("length") and
+                 f.get("data_type") in ("text", "email", "phone", "textarea", "website")}
+        for module, items in fields.items()
+    }
+    currency_field = next((f for f in fields.get("Deals", []) if f.get("api_name") == "Currency"), None)
+    currencies = tuple(
+        str(v.get("actual_value") or v.get("display_value"))
+        for v in (currency_field or {}).get("pick_list_values", []) or []
+    )
+    external = next((f["api_name"] for f in fields.get("Contacts", []) if f.get("external")), None)
+    return {
+        "field_lengths": lengths,
+        "multi_currency": currency_field is not None,
+        "currencies": currencies,
+        "contact_external_field": external,
+        "pipelines": metadata.get("pipelines") if "pipelines" in metadata else None,
+    }
+
+
+def resolve_owner(metadata: dict[str, Any] | None, email: str | None) -> tuple[str | None, str | None]:
+    """Deal owner: the configured user's id, or an error message saying why not."""
+    if not email:
+        return None, None
+    for user in (metadata or {}).get("users", []):
+        if str(user.get("email", "")).strip().lower() == email.strip().lower():
+            if user.get("status", "active") != "active":
+                return None, f"deal owner {email} is not an active Zoho CRM user"
+            return str(user["id"]), None
+    return None, f"deal owner {email} is not a Zoho CRM user of this org"
