@@ -27,6 +27,164 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
     return 0
 
 
+MODULES = ("Accounts", "Contacts", "Deals")
+COUNT_KEYS = ("created", "updated", "unchanged", "skipped", "errors")
+
+
+def _quiet_dagster() -> None:
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    import logging
+
+    logging.getLogger("dagster").setLevel(logging.WARNING)
+
+
+def _instance():
+    import os
+
+    import dagster as dg
+
+    return dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+
+
+def _print_counts(counts: dict, errors: list[dict]) -> None:
+    header = f"{'module':<10}" + "".join(f"{k:>11}" for k in COUNT_KEYS)
+    print(header)
+    for module in MODULES:
+        c = counts.get(module, {})
+        print(f"{module:<10}" + "".join(f"{c.get(k, 0):>11}" for k in COUNT_KEYS))
+    if errors:
+        print(f"\n{len(errors)} open sync error(s):")
+        for e in errors:
+            print(f"  {e['module']:<9} {e['chargebee_id']:<28} {e['code']:<32} {e['message']}")
+
+
+def _open_errors(site: str) -> tuple[dict | None, list[dict]]:
+    from cbzoho_pipeline.warehouse.db import open_warehouse
+    from cbzoho_pipeline.warehouse.resources import warehouse_path
+
+    path = warehouse_path(site)
+    if not path.exists():
+        return None, []
+    with open_warehouse(path, read_only=True) as wh:
+        last = wh.last_run()
+        errors = [
+            {"module": r["module"], "chargebee_id": r["source_key"], "code": r["code"], "message": r["message"]}
+            for r in wh.errors().to_dict("records")
+        ]
+    return last, errors
+
+
+def _cmd_sync(args: argparse.Namespace) -> int:
+    _quiet_dagster()
+    from cbzoho_pipeline.settings import SettingsError, load_settings
+
+    try:
+        load_settings().site(args.site)
+    except SettingsError as exc:
+        print(f"cbzoho sync: {exc}", file=sys.stderr)
+        return 2
+    from cbzoho_pipeline.definitions import defs
+
+    job = defs.resolve_job_def("cbzoho_sync")
+    run_config = None
+    if args.full_resync:
+        ops = {name: {"config": {"full_resync": True}} for name in (
+            "chargebee_customers", "chargebee_subscriptions", "zoho_accounts", "zoho_contacts", "zoho_deals")}
+        ops["zoho_metadata"] = {"config": {"max_age_minutes": 0}}
+        run_config = {"ops": ops}
+    with _instance() as instance:
+        result = job.execute_in_process(partition_key=args.site, instance=instance, raise_on_error=False,
+                                        run_config=run_config)
+    if not result.success:
+        failures = [e for e in result.all_events if e.is_failure]
+        print(f"cbzoho sync: the run for site {args.site!r} failed ({result.run_id})", file=sys.stderr)
+        for event in failures:
+            message = event.event_specific_data.error.message.strip() if getattr(
+                event.event_specific_data, "error", None) else event.message
+            print(f"  {event.step_key}: {message}", file=sys.stderr)
+        return 2
+    last, errors = _open_errors(args.site)
+    counts = (last or {}).get("counts", {})
+    if args.json:
+        import json
+
+        print(json.dumps({"site": args.site, "run_id": result.run_id, "counts": counts, "errors": errors}, indent=2))
+    else:
+        print(f"site {args.site}: sync finished (run {result.run_id})")
+        _print_counts(counts, errors)
+    return 1 if errors else 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    import json
+
+    import duckdb
+
+    from cbzoho_pipeline.settings import SettingsError, load_settings
+    from cbzoho_pipeline.warehouse.resources import disconnection
+
+    try:
+        load_settings().site(args.site)
+        last, errors = _open_errors(args.site)
+    except SettingsError as exc:
+        print(f"cbzoho status: {exc}", file=sys.stderr)
+        return 2
+    except duckdb.IOException:
+        print(f"cbzoho status: a sync of site {args.site!r} is running right now; try again when it ends",
+              file=sys.stderr)
+        return 2
+    gone = disconnection(args.site)
+    if args.json:
+        print(json.dumps({
+            "site": args.site,
+            "connected": gone is None,
+            "disconnected_at": (gone or {}).get("at"),
+            "last_run": None if last is None else {
+                "run_id": last["run_id"], "finished_at": str(last["finished_at"]), "counts": last["counts"]},
+            "errors": errors,
+        }, indent=2))
+        return 0
+    if gone is not None:
+        print(f"site {args.site}: DISCONNECTED at {gone.get('at')}")
+    if last is None:
+        print(f"site {args.site}: no sync has run yet")
+        return 0
+    print(f"site {args.site}: last sync {last['run_id']} finished {last['finished_at']}")
+    _print_counts(last["counts"], errors)
+    return 0
+
+
+def _cmd_disconnect(args: argparse.Namespace) -> int:
+    from cbzoho_pipeline.disconnect import disconnect
+    from cbzoho_pipeline.settings import SettingsError
+
+    try:
+        result = disconnect(args.site)
+    except SettingsError as exc:
+        print(f"cbzoho disconnect: {exc}", file=sys.stderr)
+        return 2
+    print(f"site {result['site']}: {result['status']}"
+          + ("" if result.get("token_revoked", True) else f" (token not revoked: {result.get('revoke_problem')})"))
+    print("its syncs now stop with a clear message; its history (links, log, errors) is kept.")
+    return 0
+
+
+def _cmd_reconnect(args: argparse.Namespace) -> int:
+    from cbzoho_pipeline.disconnect import reconnect
+
+    result = reconnect(args.site)
+    print(f"site {result['site']}: {result['status']}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from cbzoho_pipeline.demo import run_demo
+
+    return run_demo(port=args.port, sandbox_port=args.sandbox_port, customers=args.customers, seed=args.seed)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cbzoho", description="Chargebee -> Zoho CRM sync on Dagster.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -42,6 +200,32 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--org", default="sandbox", help="Zoho org to seed (default: sandbox)")
     sb.add_argument("--quiet", action="store_true", help="print nothing on start")
     sb.set_defaults(func=_cmd_sandbox)
+
+    sy = sub.add_parser("sync", help="run one sync of a site headless; exit 0 clean, 1 sync errors, 2 failed")
+    sy.add_argument("--site", required=True)
+    sy.add_argument("--full-resync", action="store_true", help="ignore cursors and read both sides in full")
+    sy.add_argument("--json", action="store_true", help="print the counts and open errors as JSON")
+    sy.set_defaults(func=_cmd_sync)
+
+    st = sub.add_parser("status", help="the last run's counts and the open sync errors of a site")
+    st.add_argument("--site", required=True)
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=_cmd_status)
+
+    dc = sub.add_parser("disconnect", help="revoke the site's Zoho token and stop its syncs (keeps history)")
+    dc.add_argument("--site", required=True)
+    dc.set_defaults(func=_cmd_disconnect)
+
+    rc = sub.add_parser("reconnect", help="allow a disconnected site to sync again (with new credentials)")
+    rc.add_argument("--site", required=True)
+    rc.set_defaults(func=_cmd_reconnect)
+
+    dm = sub.add_parser("demo", help="start the seeded sandbox and the Dagster UI wired to it")
+    dm.add_argument("--port", type=int, default=3000, help="Dagster UI port (default: 3000)")
+    dm.add_argument("--sandbox-port", type=int, default=8765, help="sandbox port (default: 8765)")
+    dm.add_argument("--customers", type=int, default=500, help="generated customers (default: 500)")
+    dm.add_argument("--seed", type=int, default=42, help="dataset seed (default: 42)")
+    dm.set_defaults(func=_cmd_demo)
     return parser
 
 

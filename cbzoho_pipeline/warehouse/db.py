@@ -62,7 +62,7 @@ CREATE TABLE IF NOT EXISTS pending_creates (
     module VARCHAR, source_key VARCHAR, payload JSON, sent_at TIMESTAMPTZ, PRIMARY KEY (module, source_key));
 
 CREATE TABLE IF NOT EXISTS sync_log (
-    run_id VARCHAR, at TIMESTAMPTZ, module VARCHAR, source_key VARCHAR, operation VARCHAR, zoho_id VARCHAR,
+    run_id VARCHAR, logged_at TIMESTAMPTZ, module VARCHAR, source_key VARCHAR, operation VARCHAR, zoho_id VARCHAR,
     outcome VARCHAR, code VARCHAR, message VARCHAR);
 CREATE TABLE IF NOT EXISTS sync_errors (
     module VARCHAR, source_key VARCHAR, code VARCHAR, message VARCHAR, details JSON, first_seen TIMESTAMPTZ,
@@ -91,8 +91,8 @@ class Warehouse:
         return self.con.execute(sql, params or []).df()
 
     def scalar(self, sql: str, params: list[Any] | None = None) -> Any:
-        row = self.con.execute(sql, params or []).fetchone()
-        return row[0] if row else None
+        rows = self.con.execute(sql, params or []).fetchall()  # fetch all: DuckDB 2 refuses new work otherwise
+        return rows[0][0] if rows else None
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -209,8 +209,8 @@ class Warehouse:
         return [json.loads(r[0]) for r in rows]
 
     def zoho_record(self, module: str, zoho_id: str) -> dict[str, Any] | None:
-        row = self.con.execute("SELECT data FROM zoho_records WHERE module = ? AND id = ?", [module, zoho_id]).fetchone()
-        return json.loads(row[0]) if row else None
+        rows = self.con.execute("SELECT data FROM zoho_records WHERE module = ? AND id = ?", [module, zoho_id]).fetchall()
+        return json.loads(rows[0][0]) if rows else None
 
     def set_meta(self, kind: str, data: Any) -> None:
         self.con.execute("INSERT OR REPLACE INTO zoho_meta VALUES (?, ?::JSON, ?)", [kind, json.dumps(data), utcnow()])
@@ -270,9 +270,10 @@ class Warehouse:
         return rows
 
     def current_plan(self) -> dict[str, Any] | None:
-        row = self.con.execute("SELECT plan_id, run_id, created_at, counts FROM plans ORDER BY created_at DESC LIMIT 1").fetchone()
-        if not row:
+        rows = self.con.execute("SELECT plan_id, run_id, created_at, counts FROM plans ORDER BY created_at DESC LIMIT 1").fetchall()
+        if not rows:
             return None
+        row = rows[0]
         return {"plan_id": row[0], "run_id": row[1], "created_at": row[2], "counts": json.loads(row[3])}
 
     def mark_pushed(self, module: str, keys: Iterable[str]) -> None:
@@ -345,11 +346,12 @@ class Warehouse:
         )
 
     def last_run(self) -> dict[str, Any] | None:
-        row = self.con.execute(
+        rows = self.con.execute(
             "SELECT run_id, started_at, finished_at, status, counts FROM runs ORDER BY finished_at DESC LIMIT 1"
-        ).fetchone()
-        if not row:
+        ).fetchall()
+        if not rows:
             return None
+        row = rows[0]
         return {"run_id": row[0], "started_at": row[1], "finished_at": row[2], "status": row[3],
                 "counts": json.loads(row[4])}
 

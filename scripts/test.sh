@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Install what is needed and run the whole test suite (the tests start their own sandbox server).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/bootstrap.sh
+exec .venv/bin/python -m pytest cbzoho_pipeline_tests "$@"
