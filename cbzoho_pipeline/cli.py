@@ -88,12 +88,13 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     from cbzoho_pipeline.definitions import defs
 
     job = defs.resolve_job_def("cbzoho_sync")
-    run_config = None
+    # Progress (pages read, batches pushed) at INFO on stderr; Dagster's step-by-step DEBUG events stay out.
+    run_config: dict = {"loggers": {"console": {"config": {"log_level": args.log_level}}}}
     if args.full_resync:
         ops = {name: {"config": {"full_resync": True}} for name in (
             "chargebee_customers", "chargebee_subscriptions", "zoho_accounts", "zoho_contacts", "zoho_deals")}
         ops["zoho_metadata"] = {"config": {"max_age_minutes": 0}}
-        run_config = {"ops": ops}
+        run_config["ops"] = ops
     with _instance() as instance:
         result = job.execute_in_process(partition_key=args.site, instance=instance, raise_on_error=False,
                                         run_config=run_config)
@@ -205,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--site", required=True)
     sy.add_argument("--full-resync", action="store_true", help="ignore cursors and read both sides in full")
     sy.add_argument("--json", action="store_true", help="print the counts and open errors as JSON")
+    sy.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                    help="progress written to stderr (default: INFO)")
     sy.set_defaults(func=_cmd_sync)
 
     st = sub.add_parser("status", help="the last run's counts and the open sync errors of a site")

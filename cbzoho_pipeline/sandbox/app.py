@@ -76,6 +76,8 @@ class Sandbox:
         self.sites: dict[str, ChargebeeSite] = {}
         self.orgs: dict[str, ZohoOrg] = {}
         self.faults: dict[tuple[str, str | None], Faults] = {}
+        # org -> API calls still to serve before every access token of the org expires (a mid-run expiry).
+        self.expire_after: dict[str, int] = {}
         self.stats: dict[tuple[str, str], TenantStats] = defaultdict(TenantStats)
         for name, live in DEFAULT_SITES.items():
             self.sites[name] = ChargebeeSite(self, name, self._credential("cb", name), live)
@@ -134,7 +136,9 @@ class Sandbox:
             for org in self.orgs.values():
                 org.reset()
             self.faults.clear()
+            self.expire_after.clear()
             self.stats.clear()
+            self.rng.seed(0)  # fault dice replay the same way after every reset
             self._clock_offset = 0.0
 
     def seed(self, *, customers: int, seed: int, site: str, org: str) -> dict[str, Any]:
@@ -202,6 +206,11 @@ class FaultsAndStatsMiddleware:
         org = sandbox.orgs.get(tenant) if api == "zoho" else None
         if org is not None:
             org.in_flight += 1
+            if tenant in sandbox.expire_after:
+                sandbox.expire_after[tenant] -= 1
+                if sandbox.expire_after[tenant] < 0:
+                    del sandbox.expire_after[tenant]
+                    org.expire_tokens()
         try:
             if org is not None and org.in_flight > org.concurrency_limit:
                 stats.faults_injected["concurrency"] += 1
@@ -357,6 +366,10 @@ def _control_routes(sandbox: Sandbox) -> list[Route]:
         org = sandbox.orgs.get(request.path_params["org"])
         if org is None:
             return error("unknown org", 404)
+        data = await body(request)
+        if data.get("after_calls") is not None:
+            sandbox.expire_after[org.name] = int(data["after_calls"])
+            return ok({"ok": True, "expires_after_calls": int(data["after_calls"])})
         org.expire_tokens()
         return ok()
 

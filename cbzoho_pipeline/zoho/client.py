@@ -200,6 +200,16 @@ _TRANSPORT_ERRORS = (
 class ZohoClient:
     """Thread-safe client for one Zoho CRM org (one refresh token, one API domain).
 
+    Share one instance between threads: a bounded semaphore of ``max_concurrency`` slots wraps every
+    API request (not the backoff sleeps), so however many threads call, no more than that many calls
+    are in flight and Zoho's per-org concurrency limit never answers 429 on our account. The access
+    token is fetched lazily, cached until ``token_refresh_margin`` (at most a tenth of its lifetime)
+    before it expires, and refreshed once if Zoho rejects it with 401 INVALID_TOKEN anyway.
+
+    Writes send ``trigger: []`` unless told otherwise, and deletes ``wf_trigger=false``, so no Zoho
+    workflow, approval or blueprint fires because of the sync.
+
+    ``sleep`` and ``clock`` (monotonic seconds, for token expiry) are injectable for tests.
     ``calls`` counts every HTTP request sent, retries and token calls included, keyed by
     ``(method, path template)`` such as ``("POST", "/crm/v8/{module}/upsert")``.
     ``credits_remaining`` is the last ``X-API-CREDITS-REMAINING`` seen (Zoho sends it only once half
@@ -583,7 +593,8 @@ class ZohoClient:
             body = self._json_or_none(response)
             if status == 429 or status >= 500:
                 if attempt >= self.max_retries:
-                    raise ZohoAuthError(status, f"HTTP_{status}", "the accounts server kept failing the token request")
+                    # An outage, not a refusal: a plain ZohoError, so callers do not ask for new credentials.
+                    raise _error_from(status, body, f"token request failed after {attempt + 1} attempts")
                 self._backoff(attempt, response, f"token request answered HTTP {status}")
                 attempt += 1
                 continue
@@ -602,7 +613,8 @@ class ZohoClient:
             raise ZohoAuthError(status, error, _auth_error_text(error))
 
         self._access_token = str(body["access_token"])
-        expires_in = float(body.get("expires_in") or 3600)
+        raw_expiry = body.get("expires_in")
+        expires_in = float(raw_expiry) if raw_expiry is not None else 3600.0
         margin = min(self._token_refresh_margin, expires_in / 10)
         self._token_deadline = self._clock() + expires_in - margin
         if self._fixed_api_domain is None:
@@ -672,12 +684,17 @@ class ZohoClient:
 
             if status == 401 and code in _TOKEN_REJECTED_CODES:
                 if refreshed:
-                    raise _error_from(status, body, f"{method} {template}: access token rejected again after a refresh")
+                    context = f"{method} {template}: access token rejected again after a refresh"
+                    raise _error_from(status, body, context)
                 refreshed = True
                 self._log(f"zoho: {method} {template} -> 401 {code}; refreshing the access token once")
                 self._token_rejected(token)
                 continue
 
+            if status == 429 and self.credits_remaining == 0:
+                # The day's credits are gone (Zoho said so in its last X-API-CREDITS-REMAINING); a
+                # retry within seconds cannot succeed, so fail now instead of burning the backoff.
+                raise _error_from(status, body, f"{method} {template}: the org's daily API credits are used up")
             if status == 429 or status >= 500:
                 if attempt >= self.max_retries:
                     raise _error_from(status, body, f"{method} {template} failed after {attempt + 1} attempts")
@@ -698,6 +715,7 @@ class ZohoClient:
             return status, body
 
     def _backoff(self, attempt: int, response: requests.Response | None, reason: str) -> None:
+        """Exponential delay (capped by max_backoff, jittered to 50-100 %); a Retry-After wins as given."""
         delay = min(self.max_backoff, self.backoff_factor * (2**attempt))
         if self._jitter:
             delay *= 0.5 + self._rng.random() / 2

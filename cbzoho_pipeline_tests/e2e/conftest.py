@@ -1,0 +1,156 @@
+"""End-to-end harness: real syncs through the Dagster job against the sandbox over real HTTP.
+
+Each test gets its own state directory and settings file; the settings point the two sites at the
+session's sandbox through CBZOHO_SANDBOX_INFO, exactly as a user's script would.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+import requests
+import yaml
+
+from cbzoho_pipeline.warehouse.db import open_warehouse
+from cbzoho_pipeline.warehouse.resources import warehouse_path
+
+WRITE_ENDPOINTS = ("POST /crm/v8/{module}", "PUT /crm/v8/{module}", "POST /crm/v8/{module}/upsert",
+                   "PUT /crm/v8/{module}/{record_id}", "DELETE /crm/v8/{module}")
+
+
+def site_settings(site: str = "acme-test", **rules: Any) -> dict[str, Any]:
+    org = "sandbox" if site == "acme-test" else "production"
+    base_rules = {"deal_owner_email": "admin@acme.example"}
+    base_rules.update(rules)
+    return {
+        "sandbox": True,
+        "chargebee": {"site": site},
+        "zoho": {"environment": "sandbox" if org == "sandbox" else "production", "sandbox_org": org},
+        "rules": base_rules,
+    }
+
+
+@dataclass
+class SyncOutcome:
+    result: Any
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    checks: dict[str, Any] = field(default_factory=dict)  # "asset:check" -> evaluation
+
+    @property
+    def success(self) -> bool:
+        return self.result.success
+
+    def check(self, asset: str, name: str):
+        return self.checks[f"{asset}:{name}"]
+
+
+class E2E:
+    def __init__(self, sandbox, home: Path, settings_file: Path) -> None:
+        self.sandbox = sandbox
+        self.home = home
+        self.settings_file = settings_file
+        self.configure()
+
+    # -------------------------------------------------------------------------------------- settings
+    def configure(self, sites: dict[str, dict[str, Any]] | None = None, **acme_test_rules: Any) -> None:
+        sites = sites or {"acme-test": site_settings("acme-test", **acme_test_rules),
+                          "acme": site_settings("acme")}
+        self.settings_file.write_text(yaml.safe_dump({"sites": sites}))
+
+    # -------------------------------------------------------------------------------------- chargebee
+    def cb(self, method: str, path: str, site: str = "acme-test", **params: Any) -> dict:
+        base, key = self.sandbox.chargebee(site)
+        response = requests.request(method, f"{base}/{path.lstrip('/')}", auth=(key, ""),
+                                    data=params if method == "POST" else None,
+                                    params=params if method == "GET" else None, timeout=30)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def add_customer(self, site: str = "acme-test", **fields: Any) -> dict:
+        return self.cb("POST", "customers", site, **fields)["customer"]
+
+    def add_subscription(self, customer_id: str, item_price_id: str = "basic-USD-monthly", site: str = "acme-test",
+                         **fields: Any) -> dict:
+        params = {"subscription_items[item_price_id][0]": item_price_id, **fields}
+        return self.cb("POST", f"customers/{customer_id}/subscription_for_items", site, **params)["subscription"]
+
+    def zoho_client(self, org: str = "sandbox"):
+        """A Zoho client acting as a person editing the CRM (its calls count in the org's stats)."""
+        from cbzoho_pipeline.zoho.client import ZohoClient
+
+        z = self.sandbox.zoho(org)
+        return ZohoClient(accounts_url=z["accounts_url"], client_id=z["client_id"], client_secret=z["client_secret"],
+                          refresh_token=z["refresh_token"])
+
+    # -------------------------------------------------------------------------------------- runs
+    def sync(self, site: str = "acme-test", *, full_resync: bool = False, instance=None) -> SyncOutcome:
+        from cbzoho_pipeline.definitions import defs
+
+        run_config = None
+        if full_resync:
+            ops = {n: {"config": {"full_resync": True}} for n in (
+                "chargebee_customers", "chargebee_subscriptions", "zoho_accounts", "zoho_contacts", "zoho_deals")}
+            run_config = {"ops": ops}
+        job = defs.resolve_job_def("cbzoho_sync")
+        result = job.execute_in_process(partition_key=site, instance=instance or dg.DagsterInstance.ephemeral(),
+                                        raise_on_error=False, run_config=run_config)
+        outcome = SyncOutcome(result)
+        for evaluation in result.get_asset_check_evaluations():
+            outcome.checks[f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"] = evaluation
+        for module in ("accounts", "contacts", "deals"):
+            mats = result.asset_materializations_for_node(f"synced_{module}")
+            if mats:
+                outcome.counts[module.capitalize()] = {k: v.value for k, v in mats[0].metadata.items()
+                                                      if isinstance(v.value, int)}
+        return outcome
+
+    # -------------------------------------------------------------------------------------- observations
+    def zoho(self, module: str, org: str = "sandbox") -> list[dict]:
+        return self.sandbox.dump(org, module)
+
+    def writes(self, org: str = "sandbox") -> int:
+        calls = self.sandbox.stats()["zoho"][org]["calls"]
+        return sum(n for endpoint, n in calls.items() if endpoint in WRITE_ENDPOINTS)
+
+    def write_calls(self, org: str = "sandbox") -> dict[str, int]:
+        calls = self.sandbox.stats()["zoho"][org]["calls"]
+        return {e: n for e, n in calls.items() if e in WRITE_ENDPOINTS}
+
+    def chargebee_writes(self, site: str = "acme-test") -> int:
+        calls = self.sandbox.stats()["chargebee"][site]["calls"]
+        return sum(n for endpoint, n in calls.items() if not endpoint.startswith("GET "))
+
+    def warehouse(self, site: str = "acme-test"):
+        return open_warehouse(warehouse_path(site), read_only=True)
+
+    def errors(self, site: str = "acme-test") -> list[dict]:
+        with self.warehouse(site) as wh:
+            return wh.errors().to_dict("records")
+
+    def links(self, module: str, site: str = "acme-test") -> dict[str, str]:
+        with self.warehouse(site) as wh:
+            return wh.links(module)
+
+
+@pytest.fixture
+def e2e(sandbox, tmp_path, monkeypatch) -> E2E:
+    home = tmp_path / "home"
+    settings = tmp_path / "cbzoho.yaml"
+    monkeypatch.setenv("CBZOHO_SANDBOX_INFO", str(sandbox.info_file))
+    monkeypatch.setenv("CBZOHO_HOME", str(home))
+    monkeypatch.setenv("CBZOHO_SETTINGS", str(settings))
+    # The sandbox's accounts server rate-limits token minting as Zoho does; every test starts from a reset.
+    return E2E(sandbox, home, settings)
+
+
+def by(records: list[dict], key: str) -> dict[str, dict]:
+    return {str(r.get(key)).lower() if key == "Email" else str(r.get(key)): r for r in records}
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, indent=2, default=str)
