@@ -12,6 +12,7 @@ breaks the contract stops the extraction before it is stored and before the curs
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -96,8 +97,6 @@ def validate_rows(wh: Warehouse, stream: str) -> list[tuple[str, int | None, str
         rows = wh.con.execute(f"SELECT data FROM {table} ORDER BY id LIMIT ? OFFSET ?", [size, offset]).fetchall()
         if not rows:
             break
-        import json
-
         rejects += schemas.row_rejects(stream, [json.loads(r[0]) for r in rows])
         offset += size
     wh.replace_rejects(stream, rejects)

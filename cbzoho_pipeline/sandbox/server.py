@@ -8,6 +8,7 @@ anything but the address it is given (loopback by default).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import sys
@@ -25,6 +26,14 @@ def write_info(path: Path, info: dict[str, Any]) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(info, indent=2))
     os.replace(tmp, path)
+
+
+class _QuietInjectedDrops(logging.Filter):
+    """The drop fault aborts replies on purpose; keep those out of the server's error log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(exc, ConnectionAbortedError) and "injected" in str(exc))
 
 
 def serve(
@@ -65,6 +74,7 @@ def serve(
         lifespan="off",
     )
     server = uvicorn.Server(config)
+    logging.getLogger("uvicorn.error").addFilter(_QuietInjectedDrops())
     try:
         server.run(sockets=[sock])
     finally:

@@ -88,8 +88,7 @@ def push_module(
     new_links = [(r["source_key"], r["zoho_id"]) for r in rows if (r.get("refs") or {}).get("link") and r["zoho_id"]]
     wh.set_links(module, new_links)
     counts.linked = len(new_links)
-    for module_name, pairs in ((module, new_links),):
-        links.setdefault(module_name, {}).update(dict(pairs))
+    links.setdefault(module, {}).update(dict(new_links))
     plan_errors = [r for r in rows if r["action"] == "error"]
     wh.record_errors(run_id, module, [(r["source_key"], r["code"] or "PLAN_ERROR", r["reason"], None) for r in plan_errors])
     counts.errors += len(plan_errors)
