@@ -50,7 +50,7 @@ def main() -> int:
             env.pop("CBZOHO_SETTINGS", None)
             env.pop("DAGSTER_HOME", None)
             figures = {}
-            for label in ("first sync", "second sync (no change)"):
+            for label in ("first sync", "second sync (no change)", "third sync (no change, steady state)"):
                 requests.post(f"{control}/stats/reset", timeout=30)
                 before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
                 t0 = time.perf_counter()

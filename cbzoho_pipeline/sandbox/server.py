@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -73,6 +74,8 @@ def serve(
         build_app(sandbox), log_level="warning", access_log=False, timeout_keep_alive=30,
         lifespan="off",
     )
+    # uvicorn re-raises SIGTERM/SIGINT after a graceful shutdown; make that an exit that runs `finally`.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     server = uvicorn.Server(config)
     logging.getLogger("uvicorn.error").addFilter(_QuietInjectedDrops())
     try:

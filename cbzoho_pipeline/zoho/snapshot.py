@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from cbzoho_pipeline.warehouse.db import Warehouse
@@ -27,6 +27,7 @@ BASE_FIELDS: dict[str, list[str]] = {
               "Currency", "Created_Time", "Modified_Time"],
 }
 OVERLAP = timedelta(seconds=1)
+EPOCH = datetime(1970, 1, 2, tzinfo=timezone.utc)
 
 
 @dataclass
@@ -83,6 +84,11 @@ def refresh(
         # Deletions before this full read are already reflected; start the deleted feed from now on.
         if newest is not None:
             wh.set_cursor(deleted_cursor_name, format_zoho_datetime(newest))
+        else:
+            # An empty module: from now on everything in it is a change, so read changes since the epoch
+            # rather than paying for another full read next time.
+            newest = EPOCH
+            wh.set_cursor(deleted_cursor_name, format_zoho_datetime(EPOCH))
     else:
         since = parse_zoho_datetime(cursor) - OVERLAP
         log(f"{module}: changes since {format_zoho_datetime(since)}")

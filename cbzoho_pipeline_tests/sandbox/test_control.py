@@ -1,0 +1,155 @@
+"""The sandbox's own surface: the info file, the control routes, fault injection and call statistics."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from cbzoho_pipeline_tests.conftest import REPO_ROOT
+
+
+def test_cli_prints_and_writes_every_url_and_credential(tmp_path):
+    info_file = tmp_path / "info.json"
+    proc = subprocess.Popen([sys.executable, "-m", "cbzoho_pipeline.cli", "sandbox", "--port", "0", "--info-file",
+                             str(info_file), "--generate", "40", "--seed", "3"], cwd=REPO_ROOT,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not info_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        info = json.loads(info_file.read_text())
+        assert set(info["chargebee"]) == {"acme-test", "acme"}
+        assert set(info["zoho"]) == {"sandbox", "production"}
+        for site in info["chargebee"].values():
+            assert site["base_url"].startswith(info["base_url"]) and site["api_key"]
+        for org in info["zoho"].values():
+            assert {"accounts_url", "api_domain", "client_id", "client_secret", "refresh_token"} <= set(org)
+        # seeded: the test site has the generated customers, the live site none
+        base, key = info["chargebee"]["acme-test"]["base_url"], info["chargebee"]["acme-test"]["api_key"]
+        listed = requests.get(f"{base}/customers", params={"limit": 100, "include_deleted": "true"}, auth=(key, ""),
+                              timeout=10).json()
+        assert len(listed["list"]) == 40
+        assert requests.get(info["control_url"] + "/info", timeout=10).json() == info
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=20)
+    printed = json.loads(out[: out.index("\n}\n") + 2])
+    assert printed == info
+    assert not info_file.exists()  # removed on shutdown, so nobody points at a dead sandbox
+
+
+def test_reset_empties_every_tenant(sandbox):
+    sandbox.generate(30, seed=1)
+    sandbox.reset()
+    assert sandbox.dump("sandbox", "Contacts") == []
+    assert sandbox.control("GET", "chargebee/acme-test/counts")["customers"] == 0
+
+
+def test_load_refuses_unknown_tenants_and_bad_bodies(sandbox):
+    response = requests.post(f"{sandbox.base_url}/_sandbox/load", json={"chargebee": {"nope": {}}}, timeout=10)
+    assert response.status_code == 404 and "nope" in response.json()["error"]
+    response = requests.post(f"{sandbox.base_url}/_sandbox/load", data="not json", timeout=10)
+    assert response.status_code == 400
+
+
+def test_generate_is_deterministic_per_seed(sandbox):
+    first = sandbox.generate(60, seed=5)
+    dump_one = sandbox.dump("sandbox", "Contacts")
+    sandbox.reset()
+    second = sandbox.generate(60, seed=5)
+    assert first["summary"]["counts"] == second["summary"]["counts"]
+    assert sorted(c["Email"] for c in sandbox.dump("sandbox", "Contacts")) == sorted(c["Email"] for c in dump_one)
+
+
+@pytest.mark.parametrize("api, path, code_key, code", [
+    ("chargebee", "/chargebee/acme-test/api/v2/customers", "api_error_code", "api_request_limit_exceeded"),
+    ("zoho", "/zoho/sandbox/crm/v8/Contacts?fields=Last_Name", "code", "TOO_MANY_REQUESTS"),
+])
+def test_injected_429_uses_each_apis_own_body_and_is_counted(sandbox, api, path, code_key, code):
+    sandbox.faults(api, p429=1.0)
+    response = requests.get(sandbox.base_url + path, timeout=10)
+    assert response.status_code == 429
+    assert response.json()[code_key] == code
+    tenant = "acme-test" if api == "chargebee" else "sandbox"
+    stats = sandbox.stats()[api][tenant]
+    assert stats["served_429"] == 1 and stats["faults_injected"] == {"429": 1}
+    sandbox.clear_faults()
+    assert requests.get(sandbox.base_url + path, timeout=10).status_code != 429
+
+
+def test_faults_can_target_one_tenant(sandbox):
+    sandbox.faults("chargebee", tenant="acme", p500=1.0)
+    base, key = sandbox.chargebee("acme")
+    assert requests.get(f"{base}/customers", auth=(key, ""), timeout=10).status_code == 500
+    base, key = sandbox.chargebee("acme-test")
+    assert requests.get(f"{base}/customers", auth=(key, ""), timeout=10).status_code == 200
+
+
+def test_dropped_connection_is_a_transport_error(sandbox):
+    sandbox.faults("chargebee", pdrop=1.0)
+    base, key = sandbox.chargebee("acme-test")
+    # the reply dies mid-way: requests reports a broken connection, never a response
+    with pytest.raises((requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError)):
+        requests.get(f"{base}/customers", auth=(key, ""), timeout=10)
+
+
+def test_latency_and_slow_responses(sandbox):
+    sandbox.faults("chargebee", latency_ms=200)
+    base, key = sandbox.chargebee("acme-test")
+    started = time.monotonic()
+    requests.get(f"{base}/customers", auth=(key, ""), timeout=10)
+    assert time.monotonic() - started >= 0.2
+    sandbox.faults("chargebee", pslow=1.0, slow_seconds=0.5)
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        requests.get(f"{base}/customers", auth=(key, ""), timeout=0.2)
+
+
+def test_stats_count_calls_per_endpoint_template(sandbox):
+    base, key = sandbox.chargebee("acme-test")
+    sandbox.load(chargebee={"acme-test": {"customers": [{"id": "c1", "object": "customer"}]}})
+    requests.get(f"{base}/customers/c1", auth=(key, ""), timeout=10)
+    requests.get(f"{base}/customers", auth=(key, ""), timeout=10)
+    requests.get(f"{base}/customers", auth=(key, ""), timeout=10)
+    calls = sandbox.stats()["chargebee"]["acme-test"]["calls"]
+    assert calls["GET /api/v2/customers"] == 2
+    assert sum(v for k, v in calls.items() if k.startswith("GET /api/v2/customers/")) == 1
+    sandbox.reset_stats()
+    assert sandbox.stats()["chargebee"]["acme-test"]["calls_total"] == 0
+
+
+def test_zoho_concurrency_limit_answers_429(sandbox):
+    sandbox.settings_zoho("sandbox", concurrency_limit=1)
+    sandbox.faults("zoho", latency_ms=300)
+    import concurrent.futures
+
+    url = f"{sandbox.base_url}/zoho/sandbox/crm/v8/Contacts?fields=Last_Name"
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        statuses = sorted(pool.map(lambda _: requests.get(url, timeout=10).status_code, range(4)))
+    assert 429 in statuses and statuses.count(429) >= 2
+    assert sandbox.stats()["zoho"]["sandbox"]["faults_injected"]["concurrency"] >= 2
+
+
+def test_expire_tokens_after_a_number_of_calls(sandbox):
+    z = sandbox.zoho("sandbox")
+    token = requests.post(z["accounts_url"] + "/oauth/v2/token", data={
+        "grant_type": "refresh_token", "client_id": z["client_id"], "client_secret": z["client_secret"],
+        "refresh_token": z["refresh_token"]}, timeout=10).json()["access_token"]
+    headers = {"Authorization": f"Zoho-oauthtoken {token}"}
+    sandbox.control("POST", "zoho/sandbox/expire_tokens", {"after_calls": 2})
+    url = z["api_domain"] + "/crm/v8/users"
+    assert [requests.get(url, headers=headers, timeout=10).status_code for _ in range(3)][:2] != [401, 401]
+    third = requests.get(url, headers=headers, timeout=10)
+    assert third.status_code == 401 and third.json()["code"] == "INVALID_TOKEN"
+
+
+def test_clock_moves_chargebee_timestamps(sandbox):
+    base, key = sandbox.chargebee("acme-test")
+    before = requests.post(f"{base}/customers", data={"id": "t1"}, auth=(key, ""), timeout=10).json()
+    sandbox.control("POST", "clock", {"advance_seconds": 3600})
+    after = requests.post(f"{base}/customers/t1", data={"first_name": "Later"}, auth=(key, ""), timeout=10).json()
+    assert after["customer"]["updated_at"] - before["customer"]["created_at"] >= 3600
