@@ -16,6 +16,7 @@ from cbzoho_pipeline.chargebee import extract as cb_extract
 from cbzoho_pipeline.chargebee import schemas
 from cbzoho_pipeline.chargebee.resources import ChargebeeResource
 from cbzoho_pipeline.settings import Site, load_settings
+from cbzoho_pipeline.sync import org as org_meta
 from cbzoho_pipeline.sync import plan as core
 from cbzoho_pipeline.sync.inputs import gather_plan_inputs
 from cbzoho_pipeline.sync.push import push_module
@@ -24,6 +25,11 @@ from cbzoho_pipeline.zoho import snapshot
 from cbzoho_pipeline.zoho.resources import ZohoResource
 
 OWNERS = ["team:data-engineering"]
+
+
+def _common(group: str) -> dict[str, Any]:
+    """What every asset of the graph shares: the site partitions, its group, kinds and owners."""
+    return {"partitions_def": SITES, "group_name": group, "kinds": {"python", "duckdb"}, "owners": OWNERS}
 
 
 class ExtractConfig(dg.Config):
@@ -64,10 +70,7 @@ def _extract_asset(stream: str, contract: Any):
 
     @dg.asset(
         name=name,
-        partitions_def=SITES,
-        group_name="chargebee",
-        kinds={"python", "duckdb"},
-        owners=OWNERS,
+        **_common("chargebee"),
         tags={"source": "chargebee"},
         metadata={"dagster/column_schema": contract_type.metadata["schema"].schema,
                   "dagster/table_name": f"cb_{stream}"},
@@ -126,10 +129,7 @@ chargebee_subscriptions = _extract_asset("subscriptions", schemas.SUBSCRIPTION_C
 
 # --------------------------------------------------------------------------------------------- zoho
 @dg.asset(
-    partitions_def=SITES,
-    group_name="zoho_snapshot",
-    kinds={"python", "duckdb"},
-    owners=OWNERS,
+    **_common("zoho_snapshot"),
     tags={"source": "zoho"},
     description="Zoho CRM metadata the plan checks against: active users, module fields, deal pipelines.",
 )
@@ -145,7 +145,7 @@ def zoho_metadata(context: dg.AssetExecutionContext, config: MetadataConfig, zoh
         else:
             metadata = snapshot.refresh_metadata(wh, zoho.client(site), log=context.log.info)
             reused = False
-    org = snapshot.describe_org(metadata)
+    org = org_meta.describe_org(metadata)
     return dg.MaterializeResult(metadata={
         "users": len(metadata.get("users", [])),
         "pipelines": dg.MetadataValue.json(metadata.get("pipelines", {})),
@@ -160,10 +160,7 @@ def _snapshot_asset(module: str):
 
     @dg.asset(
         name=name,
-        partitions_def=SITES,
-        group_name="zoho_snapshot",
-        kinds={"python", "duckdb"},
-        owners=OWNERS,
+        **_common("zoho_snapshot"),
         tags={"source": "zoho"},
         deps=[zoho_metadata],
         metadata={"dagster/table_name": "zoho_records"},
@@ -175,7 +172,7 @@ def _snapshot_asset(module: str):
         site = site_for(context)
         with warehouse.open(site.name) as wh:
             metadata = wh.meta("metadata")
-            org = snapshot.describe_org(metadata)
+            org = org_meta.describe_org(metadata)
             extra = list(site.rules.extra_contact_fields.values()) if module == "Contacts" else []
             if module == "Contacts" and org["contact_external_field"]:
                 extra.append(org["contact_external_field"])
@@ -197,10 +194,7 @@ zoho_deals = _snapshot_asset("Deals")
 
 # --------------------------------------------------------------------------------------------- plan
 @dg.asset(
-    partitions_def=SITES,
-    group_name="plan",
-    kinds={"python", "duckdb"},
-    owners=OWNERS,
+    **_common("plan"),
     deps=[chargebee_customers, chargebee_subscriptions, zoho_metadata, zoho_accounts, zoho_contacts, zoho_deals],
     metadata={"dagster/table_name": "plan"},
     description="What the push will do, record by record: create | update | noop | skip | error, with the "
@@ -235,10 +229,7 @@ def _push_asset(module: str, deps: list):
 
     @dg.asset(
         name=name,
-        partitions_def=SITES,
-        group_name="push",
-        kinds={"python", "duckdb"},
-        owners=OWNERS,
+        **_common("push"),
         tags={"destination": "zoho"},
         deps=deps,
         check_specs=[dg.AssetCheckSpec(
@@ -253,7 +244,7 @@ def _push_asset(module: str, deps: list):
         site = site_for(context)
         run_id = context.run.run_id
         with warehouse.open(site.name) as wh:
-            org = snapshot.describe_org(wh.meta("metadata"))
+            org = org_meta.describe_org(wh.meta("metadata"))
             counts = push_module(wh, zoho.client(site), module, run_id,
                                  external_field=org["contact_external_field"], log=context.log.info)
             open_errors = wh.errors(module)

@@ -7,9 +7,9 @@ records linked), so the plan that follows never creates them twice.
 from __future__ import annotations
 
 from cbzoho_pipeline.settings import Site
+from cbzoho_pipeline.sync import org as org_meta
 from cbzoho_pipeline.sync import plan as core
 from cbzoho_pipeline.warehouse.db import Warehouse
-from cbzoho_pipeline.zoho import snapshot
 
 
 def gather_plan_inputs(wh: Warehouse, site: Site) -> core.PlanInputs:
@@ -22,8 +22,8 @@ def gather_plan_inputs(wh: Warehouse, site: Site) -> core.PlanInputs:
             wh.set_links(module, found)
             wh.clear_pending(module, [k for k, _ in pending])
     metadata = wh.meta("metadata")
-    org = snapshot.describe_org(metadata)
-    owner_id, owner_error = snapshot.resolve_owner(metadata, site.rules.deal_owner_email)
+    org = org_meta.describe_org(metadata)
+    owner_id, owner_error = org_meta.resolve_owner(metadata, site.rules.deal_owner_email)
     rejects = {s: dict(zip(df["id"], df["reason"])) for s in ("customers", "subscriptions")
                for df in [wh.rejects(s)]}
     return core.PlanInputs(

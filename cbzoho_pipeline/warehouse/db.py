@@ -94,6 +94,17 @@ class Warehouse:
         rows = self.con.execute(sql, params or []).fetchall()  # fetch all: DuckDB 2 refuses new work otherwise
         return rows[0][0] if rows else None
 
+    def _bulk(self, sql: str, columns: list[str], rows: list[tuple]) -> None:
+        """Run `sql` (which selects from `batch`) over many rows at once: DuckDB's executemany goes row by row."""
+        if not rows:
+            return
+        frame = pd.DataFrame(rows, columns=columns, dtype=object)
+        self.con.register("batch", frame)
+        try:
+            self.con.execute(sql)
+        finally:
+            self.con.unregister("batch")
+
     @contextmanager
     def transaction(self) -> Iterator[None]:
         self.con.execute("BEGIN TRANSACTION")
@@ -177,11 +188,9 @@ class Warehouse:
     # ----------------------------------------------------------------------------------------- rejects
     def replace_rejects(self, stream: str, rows: list[tuple[str, int | None, str]]) -> None:
         self.con.execute("DELETE FROM rejects WHERE stream = ?", [stream])
-        if rows:
-            now = utcnow()
-            self.con.executemany(
-                "INSERT INTO rejects VALUES (?, ?, ?, ?, ?)", [(stream, i, v, r, now) for i, v, r in rows]
-            )
+        now = utcnow()
+        self._bulk("INSERT INTO rejects SELECT stream, id, resource_version::BIGINT, reason, seen_at FROM batch",
+                   ["stream", "id", "resource_version", "reason", "seen_at"], [(stream, i, v, r, now) for i, v, r in rows])
 
     def rejects(self, stream: str) -> pd.DataFrame:
         return self.df("SELECT id, resource_version, reason FROM rejects WHERE stream = ? ORDER BY id", [stream])
@@ -192,10 +201,8 @@ class Warehouse:
             (module, str(r["id"]), json.dumps(r, ensure_ascii=False, separators=(",", ":")), r.get("Modified_Time"))
             for r in records
         ]
-        if rows:
-            self.con.executemany(
-                "INSERT OR REPLACE INTO zoho_records VALUES (?, ?, ?::JSON, ?)", rows
-            )
+        self._bulk("INSERT OR REPLACE INTO zoho_records SELECT module, id, data::JSON, modified_time FROM batch",
+                   ["module", "id", "data", "modified_time"], rows)
         return len(rows)
 
     def delete_zoho(self, module: str, ids: Iterable[str]) -> int:
@@ -225,9 +232,8 @@ class Warehouse:
 
     def set_links(self, module: str, pairs: Iterable[tuple[str, str]]) -> None:
         now = utcnow()
-        rows = [(module, k, v, now) for k, v in pairs]
-        if rows:
-            self.con.executemany("INSERT OR REPLACE INTO links VALUES (?, ?, ?, ?)", rows)
+        self._bulk("INSERT OR REPLACE INTO links SELECT module, source_key, zoho_id, linked_at FROM batch",
+                   ["module", "source_key", "zoho_id", "linked_at"], [(module, k, v, now) for k, v in pairs])
 
     def drop_links(self, module: str, keys: Iterable[str]) -> None:
         keys = list(keys)
@@ -285,10 +291,9 @@ class Warehouse:
     # ----------------------------------------------------------------------------------------- journal
     def add_pending(self, module: str, items: list[tuple[str, dict[str, Any]]]) -> None:
         now = utcnow()
-        self.con.executemany(
-            "INSERT OR REPLACE INTO pending_creates VALUES (?, ?, ?::JSON, ?)",
-            [(module, key, json.dumps(payload, ensure_ascii=False), now) for key, payload in items],
-        )
+        self._bulk("INSERT OR REPLACE INTO pending_creates SELECT module, source_key, payload::JSON, sent_at FROM batch",
+                   ["module", "source_key", "payload", "sent_at"],
+                   [(module, key, json.dumps(payload, ensure_ascii=False), now) for key, payload in items])
 
     def clear_pending(self, module: str, keys: Iterable[str]) -> None:
         keys = list(keys)
@@ -303,20 +308,22 @@ class Warehouse:
     # ----------------------------------------------------------------------------------------- log & errors
     def log(self, run_id: str, entries: list[tuple[str, str, str, str | None, str, str | None, str | None]]) -> None:
         """entries: (module, source_key, operation, zoho_id, outcome, code, message)."""
-        if entries:
-            now = utcnow()
-            self.con.executemany("INSERT INTO sync_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                                 [(run_id, now, *e) for e in entries])
+        now = utcnow()
+        self._bulk("INSERT INTO sync_log SELECT * FROM batch",
+                   ["run_id", "logged_at", "module", "source_key", "operation", "zoho_id", "outcome", "code", "message"],
+                   [(run_id, now, *e) for e in entries])
 
     def record_errors(self, run_id: str, module: str, errors: list[tuple[str, str, str, dict | None]]) -> None:
         """errors: (source_key, code, message, details). Keeps first_seen of an error that persists."""
         if not errors:
             return
         now = utcnow()
-        self.con.executemany(
-            """INSERT INTO sync_errors VALUES (?, ?, ?, ?, ?::JSON, ?, ?, ?)
+        self._bulk(
+            """INSERT INTO sync_errors SELECT module, source_key, code, message, details::JSON, first_seen, last_seen,
+                      run_id FROM batch
                ON CONFLICT (module, source_key) DO UPDATE SET code = excluded.code, message = excluded.message,
                details = excluded.details, last_seen = excluded.last_seen, run_id = excluded.run_id""",
+            ["module", "source_key", "code", "message", "details", "first_seen", "last_seen", "run_id"],
             [(module, key, code, message, json.dumps(details or {}, ensure_ascii=False), now, now, run_id)
              for key, code, message, details in errors],
         )
