@@ -180,6 +180,7 @@ class ZohoOrg:
             "active_tokens": sum(1 for t in self.access_tokens.values() if t["expires"] > self.now()),
             "unauthorized": self.counters["unauthorized"],
             "credit_limited": self.counters["credit_limited"],
+            "writes_with_automations": self.counters["writes_with_automations"],
             "records": self.counts(),
         }
 
@@ -317,6 +318,15 @@ async def _oauth_params(request: Request) -> dict[str, str]:
     return params
 
 
+def _note_automations(org: "ZohoOrg", body: Any) -> None:
+    """Zoho runs workflows, approvals and blueprints on written records unless `trigger` is an empty list.
+
+    The sandbox runs no automation, but counts the calls that would have fired some, so a test can prove
+    that a client keeps them off."""
+    if isinstance(body, dict) and body.get("trigger", None) != []:
+        org.counters["writes_with_automations"] += 1
+
+
 def _write_cost(body: Any) -> int:
     data = body.get("data") if isinstance(body, dict) else None
     return max(1, math.ceil(len(data) / 10)) if isinstance(data, list) and len(data) <= 100 else 1
@@ -409,18 +419,21 @@ def zoho_routes(sandbox: Any) -> list[Route]:
         module = canonical_module(request.path_params["module"])
         body = await _json_body(request)
         status, out = org.data.insert(module, body)
+        _note_automations(org, body)
         return status, out, _write_cost(body)
 
     async def update(org: ZohoOrg, request: Request) -> tuple[int, Any, int]:
         module = canonical_module(request.path_params["module"])
         body = await _json_body(request)
         status, out = org.data.update(module, body, request.path_params.get("record_id"))
+        _note_automations(org, body)
         return status, out, _write_cost(body)
 
     async def upsert(org: ZohoOrg, request: Request) -> tuple[int, Any, int]:
         module = canonical_module(request.path_params["module"])
         body = await _json_body(request)
         status, out = org.data.upsert(module, body)
+        _note_automations(org, body)
         return status, out, _write_cost(body)
 
     async def delete(org: ZohoOrg, request: Request) -> tuple[int, Any, int]:

@@ -30,6 +30,14 @@ def test_second_run_with_no_changes_makes_no_write_call(e2e):
     assert second.counts["Contacts"]["created"] == second.counts["Contacts"]["updated"] == 0
 
 
+def test_sync_writes_never_fire_zoho_automations(e2e):
+    e2e.sandbox.generate(60, seed=4)
+    e2e.sync()
+    zoho = e2e.sandbox.stats()["zoho"]["sandbox"]
+    assert sum(n for e, n in zoho["calls"].items() if e.startswith(("POST", "PUT"))) > 0
+    assert zoho["writes_with_automations"] == 0  # every write sent trigger: []
+
+
 def test_nothing_is_ever_written_to_chargebee(e2e):
     e2e.sandbox.generate(100, seed=3)
     e2e.sandbox.reset_stats()

@@ -153,3 +153,16 @@ def test_clock_moves_chargebee_timestamps(sandbox):
     sandbox.control("POST", "clock", {"advance_seconds": 3600})
     after = requests.post(f"{base}/customers/t1", data={"first_name": "Later"}, auth=(key, ""), timeout=10).json()
     assert after["customer"]["updated_at"] - before["customer"]["created_at"] >= 3600
+
+
+def test_writes_without_an_empty_trigger_list_are_counted_as_firing_automations(sandbox):
+    z = sandbox.zoho("sandbox")
+    token = requests.post(z["accounts_url"] + "/oauth/v2/token", data={
+        "grant_type": "refresh_token", "client_id": z["client_id"], "client_secret": z["client_secret"],
+        "refresh_token": z["refresh_token"]}, timeout=10).json()["access_token"]
+    headers = {"Authorization": f"Zoho-oauthtoken {token}"}
+    url = z["api_domain"] + "/crm/v8/Contacts"
+    requests.post(url, json={"data": [{"Last_Name": "Quiet"}], "trigger": []}, headers=headers, timeout=10)
+    assert sandbox.stats()["zoho"]["sandbox"]["writes_with_automations"] == 0
+    requests.post(url, json={"data": [{"Last_Name": "Loud"}]}, headers=headers, timeout=10)
+    assert sandbox.stats()["zoho"]["sandbox"]["writes_with_automations"] == 1
