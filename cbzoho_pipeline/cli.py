@@ -99,7 +99,7 @@ def _cmd_sync(args: argparse.Namespace) -> int:
         result = job.execute_in_process(partition_key=args.site, instance=instance, raise_on_error=False,
                                         run_config=run_config)
     if not result.success:
-        failures = [e for e in result.all_events if e.is_failure]
+        failures = [e for e in result.all_events if e.is_step_failure]
         print(f"cbzoho sync: the run for site {args.site!r} failed ({result.run_id})", file=sys.stderr)
         for event in failures:
             message = event.event_specific_data.error.message.strip() if getattr(

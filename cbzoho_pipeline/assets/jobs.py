@@ -33,10 +33,13 @@ def build_autosync_schedule() -> dg.ScheduleDefinition:
     )
     def cbzoho_autosync(context: dg.ScheduleEvaluationContext):
         current = load_settings()
+        known = set(SITES.get_partition_keys())
         requests = []
         skipped = []
         for name, site in sorted(current.sites.items()):
-            if not site.autosync:
+            if name not in known:
+                skipped.append(f"{name} (new in the settings: reload the code location to sync it)")
+            elif not site.autosync:
                 skipped.append(f"{name} (autosync off)")
             elif disconnection(name) is not None:
                 skipped.append(f"{name} (disconnected)")

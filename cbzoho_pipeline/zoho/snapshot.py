@@ -28,6 +28,9 @@ BASE_FIELDS: dict[str, list[str]] = {
 }
 OVERLAP = timedelta(seconds=1)
 EPOCH = datetime(1970, 1, 2, tzinfo=timezone.utc)
+# A cursor never passes the moment the read began (minus this margin for clock skew): a record edited
+# after its page was read, while a later page held a newer edit, is then still inside the next window.
+CLOCK_MARGIN = timedelta(seconds=60)
 
 
 @dataclass
@@ -55,7 +58,16 @@ def refresh(
     *,
     full: bool = False,
     log: Callable[[str], None] = lambda _m: None,
+    clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
 ) -> SnapshotResult:
+    cap = clock() - CLOCK_MARGIN
+
+    def capped(seen: datetime, previous: str | None) -> str:
+        value = min(seen, cap)
+        if previous:
+            value = max(value, parse_zoho_datetime(previous))
+        return format_zoho_datetime(value)
+
     cursor_name = f"zoho.{module}"
     deleted_cursor_name = f"zoho.{module}.deleted"
     cursor = None if full else wh.get_cursor(cursor_name)
@@ -83,7 +95,7 @@ def refresh(
                     log(f"{module}: {result.fetched} records read")
         # Deletions before this full read are already reflected; start the deleted feed from now on.
         if newest is not None:
-            wh.set_cursor(deleted_cursor_name, format_zoho_datetime(newest))
+            wh.set_cursor(deleted_cursor_name, capped(newest, None))
         else:
             # An empty module: from now on everything in it is a change, so read changes since the epoch
             # rather than paying for another full read next time.
@@ -108,9 +120,9 @@ def refresh(
                     when = parse_zoho_datetime(stamp)
                     newest_deleted = when if newest_deleted is None or when > newest_deleted else newest_deleted
         if newest_deleted is not None:
-            wh.set_cursor(deleted_cursor_name, format_zoho_datetime(newest_deleted))
+            wh.set_cursor(deleted_cursor_name, capped(newest_deleted, deleted_cursor))
     if newest is not None:
-        wh.set_cursor(cursor_name, format_zoho_datetime(newest))
+        wh.set_cursor(cursor_name, capped(newest, cursor))
     result.total = wh.count("zoho_records", f"WHERE module = '{module}'")
     log(f"{module}: {result.fetched} read, {result.deleted} deleted, {result.total} in snapshot")
     return result
