@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
+.venv/bin/dg check defs --use-active-venv   # the code location loads, as `dg dev` would load it
 exec .venv/bin/python -m pytest cbzoho_pipeline_tests "$@"
