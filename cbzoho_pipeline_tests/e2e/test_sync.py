@@ -291,3 +291,19 @@ def test_site_lock_makes_a_second_sync_wait(tmp_path, monkeypatch):
 def _hold(order: list[str]) -> None:
     with site_lock("acme-test", timeout=5, holder="second"):
         order.append("second got the lock")
+
+
+def test_disconnect_job_for_ui_users(e2e):
+    from cbzoho_pipeline.definitions import defs
+    from cbzoho_pipeline.warehouse.resources import disconnection
+
+    e2e.add_customer(id="c1", last_name="Before", email="before@example.com")
+    assert e2e.sync().success
+    result = defs.resolve_job_def("cbzoho_disconnect").execute_in_process(
+        run_config={"ops": {"disconnect_site": {"config": {"site": "acme-test"}}}},
+        instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    assert disconnection("acme-test")["token_revoked"] is True
+    assert not e2e.sync().success
+    assert disconnection("acme") is None  # the other site is untouched
+    assert e2e.sync("acme").success
