@@ -29,6 +29,11 @@ def main() -> int:
     parser.add_argument("--customers", type=int, default=500)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--json", help="also write the figures here")
+    parser.add_argument("--pause", type=float, default=0.0,
+                        help="seconds to wait between syncs; over 60 shows the hourly steady state, where change "
+                             "cursors have passed the previous sync's own writes (default: 0)")
+    parser.add_argument("--multi-currency", action="store_true",
+                        help="turn on multi-currency in the Zoho org, as `cbzoho demo` does")
     parser.add_argument("--chargebee-rpm", type=int, default=1000,
                         help="the Chargebee site's request limit per minute (a test site has 150; default: 1000, "
                              "a Performance live site)")
@@ -46,6 +51,8 @@ def main() -> int:
             control = info["control_url"]
             requests.post(f"{control}/chargebee/acme-test/settings",
                           json={"rate_limit_per_minute": args.chargebee_rpm}, timeout=30)
+            if args.multi_currency:
+                requests.post(f"{control}/zoho/sandbox/settings", json={"multi_currency": True}, timeout=30)
             started = time.perf_counter()
             seeded = requests.post(f"{control}/generate", json={"customers": args.customers, "seed": args.seed},
                                    timeout=600).json()
@@ -55,7 +62,9 @@ def main() -> int:
             env.pop("CBZOHO_SETTINGS", None)
             env.pop("DAGSTER_HOME", None)
             figures = {}
-            for label in ("first sync", "second sync (no change)", "third sync (no change, steady state)"):
+            for number, label in enumerate(("first sync", "second sync (no change)", "third sync (no change)")):
+                if number and args.pause:
+                    time.sleep(args.pause)
                 requests.post(f"{control}/stats/reset", timeout=30)
                 before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
                 t0 = time.perf_counter()

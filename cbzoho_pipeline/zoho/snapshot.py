@@ -26,10 +26,11 @@ BASE_FIELDS: dict[str, list[str]] = {
     "Deals": ["Deal_Name", "Amount", "Closing_Date", "Stage", "Pipeline", "Contact_Name", "Account_Name", "Owner",
               "Currency", "Created_Time", "Modified_Time"],
 }
-OVERLAP = timedelta(seconds=1)
 EPOCH = datetime(1970, 1, 2, tzinfo=timezone.utc)
 # A cursor never passes the moment the read began (minus this margin for clock skew): a record edited
 # after its page was read, while a later page held a newer edit, is then still inside the next window.
+# It also makes an overlap unnecessary: every record modified at or before the cursor was modified before
+# the read began, so the read saw it; the next read asks only for what came strictly after.
 CLOCK_MARGIN = timedelta(seconds=60)
 
 
@@ -102,14 +103,14 @@ def refresh(
             newest = EPOCH
             wh.set_cursor(deleted_cursor_name, format_zoho_datetime(EPOCH))
     else:
-        since = parse_zoho_datetime(cursor) - OVERLAP
+        since = parse_zoho_datetime(cursor)
         log(f"{module}: changes since {format_zoho_datetime(since)}")
         for page in client.iter_records(module, fields, modified_since=since):
             result.pages += 1
             result.fetched += wh.upsert_zoho(module, page)
             track(page)
         deleted_cursor = wh.get_cursor(deleted_cursor_name)
-        deleted_since = parse_zoho_datetime(deleted_cursor) - OVERLAP if deleted_cursor else since
+        deleted_since = parse_zoho_datetime(deleted_cursor) if deleted_cursor else since
         newest_deleted = None
         for page in client.iter_deleted(module, modified_since=deleted_since):
             ids = [str(d["id"]) for d in page]
