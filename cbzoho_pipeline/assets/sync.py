@@ -178,7 +178,8 @@ def _snapshot_asset(module: str):
                 extra.append(org["contact_external_field"])
             fields = snapshot.snapshot_fields(module, metadata, extra)
             result = snapshot.refresh(wh, zoho.client(site), module, fields, full=config.full_resync,
-                                      log=context.log.info)
+                                      log=context.log.info,
+                                      expected_changes=wh.writes_since_cursor(module, f"zoho.{module}"))
         return dg.MaterializeResult(metadata={
             "dagster/row_count": result.total, "fetched": result.fetched, "deleted": result.deleted,
             "pages": result.pages, "full_load": result.full,

@@ -305,6 +305,13 @@ class Warehouse:
         rows = self.con.execute("SELECT source_key, payload FROM pending_creates WHERE module = ?", [module]).fetchall()
         return [(k, json.loads(p)) for k, p in rows]
 
+    def writes_since_cursor(self, module: str, stream: str) -> int:
+        """Records of `module` we wrote successfully since cursor `stream` was last stored."""
+        return int(self.scalar(
+            """SELECT count(*) FROM sync_log WHERE module = ? AND outcome = 'success'
+               AND logged_at > coalesce((SELECT updated_at FROM cursors WHERE stream = ?), '-infinity'::TIMESTAMPTZ)""",
+            [module, stream]))
+
     # ----------------------------------------------------------------------------------------- log & errors
     def log(self, run_id: str, entries: list[tuple[str, str, str, str | None, str, str | None, str | None]]) -> None:
         """entries: (module, source_key, operation, zoho_id, outcome, code, message)."""

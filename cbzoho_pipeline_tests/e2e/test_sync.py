@@ -307,3 +307,22 @@ def test_disconnect_job_for_ui_users(e2e):
     assert not e2e.sync().success
     assert disconnection("acme") is None  # the other site is untouched
     assert e2e.sync("acme").success
+
+
+def test_reading_back_a_large_push_uses_the_cheaper_coql(e2e):
+    e2e.sandbox.load(chargebee={"acme-test": {"customers": [{
+        "id": f"c{i:04d}", "last_name": f"Name{i}", "email": f"p{i}@example.com", "created_at": 1_700_000_000 + i,
+        "updated_at": 1_700_000_000 + i, "resource_version": (1_700_000_000 + i) * 1000, "deleted": False,
+        "object": "customer"} for i in range(700)]}})
+    e2e.sync()
+    e2e.sandbox.reset_stats()
+    e2e.sync()
+    calls = e2e.sandbox.stats()["zoho"]["sandbox"]["calls"]
+    # 700 contacts written last run: one COQL page (3 credits) instead of four Get Records pages
+    assert calls.get("POST /crm/v8/coql") == 1, calls
+    with e2e.warehouse() as wh:
+        assert wh.count("zoho_records", "WHERE module = 'Contacts'") == 700
+    e2e.sandbox.reset_stats()
+    e2e.sync()
+    calls = e2e.sandbox.stats()["zoho"]["sandbox"]["calls"]
+    assert "POST /crm/v8/coql" not in calls and e2e.writes() == 0
