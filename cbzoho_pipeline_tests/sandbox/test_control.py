@@ -11,6 +11,7 @@ import pytest
 import requests
 
 from cbzoho_pipeline_tests.conftest import REPO_ROOT
+from cbzoho_pipeline_tests.sandbox.zoho_http import ZohoHttp
 
 
 def test_cli_prints_and_writes_every_url_and_credential(tmp_path):
@@ -135,15 +136,11 @@ def test_zoho_concurrency_limit_answers_429(sandbox):
 
 
 def test_expire_tokens_after_a_number_of_calls(sandbox):
-    z = sandbox.zoho("sandbox")
-    token = requests.post(z["accounts_url"] + "/oauth/v2/token", data={
-        "grant_type": "refresh_token", "client_id": z["client_id"], "client_secret": z["client_secret"],
-        "refresh_token": z["refresh_token"]}, timeout=10).json()["access_token"]
-    headers = {"Authorization": f"Zoho-oauthtoken {token}"}
+    zoho = ZohoHttp(sandbox)
+    zoho.login()
     sandbox.control("POST", "zoho/sandbox/expire_tokens", {"after_calls": 2})
-    url = z["api_domain"] + "/crm/v8/users"
-    assert [requests.get(url, headers=headers, timeout=10).status_code for _ in range(3)][:2] != [401, 401]
-    third = requests.get(url, headers=headers, timeout=10)
+    assert [zoho.get("users").status_code for _ in range(2)] == [200, 200]
+    third = zoho.get("users")
     assert third.status_code == 401 and third.json()["code"] == "INVALID_TOKEN"
 
 
@@ -156,13 +153,8 @@ def test_clock_moves_chargebee_timestamps(sandbox):
 
 
 def test_writes_without_an_empty_trigger_list_are_counted_as_firing_automations(sandbox):
-    z = sandbox.zoho("sandbox")
-    token = requests.post(z["accounts_url"] + "/oauth/v2/token", data={
-        "grant_type": "refresh_token", "client_id": z["client_id"], "client_secret": z["client_secret"],
-        "refresh_token": z["refresh_token"]}, timeout=10).json()["access_token"]
-    headers = {"Authorization": f"Zoho-oauthtoken {token}"}
-    url = z["api_domain"] + "/crm/v8/Contacts"
-    requests.post(url, json={"data": [{"Last_Name": "Quiet"}], "trigger": []}, headers=headers, timeout=10)
+    zoho = ZohoHttp(sandbox)
+    assert zoho.post("Contacts", json={"data": [{"Last_Name": "Quiet"}], "trigger": []}).status_code == 201
     assert sandbox.stats()["zoho"]["sandbox"]["writes_with_automations"] == 0
-    requests.post(url, json={"data": [{"Last_Name": "Loud"}]}, headers=headers, timeout=10)
+    assert zoho.post("Contacts", json={"data": [{"Last_Name": "Loud"}]}).status_code == 201
     assert sandbox.stats()["zoho"]["sandbox"]["writes_with_automations"] == 1
