@@ -21,14 +21,22 @@ from cbzoho_pipeline.sync.mapping import valid_email
 
 _TEXT = ("first_name", "last_name", "email", "phone", "company")
 
-CUSTOMER_CONTRACT = pa.DataFrameSchema(
-    {
+
+def _resource_columns() -> dict[str, pa.Column]:
+    """What every Chargebee resource we read carries: a non-empty unique id and its lifecycle stamps."""
+    return {
         "id": pa.Column(str, nullable=False, unique=True, checks=pa.Check.str_length(1, 50)),
-        **{name: pa.Column(str, nullable=True, required=False) for name in _TEXT},
         "created_at": pa.Column("Int64", nullable=True, required=False),
         "updated_at": pa.Column("Int64", nullable=True, required=False),
         "resource_version": pa.Column("Int64", nullable=True, required=False),
         "deleted": pa.Column("boolean", nullable=True, required=False),
+    }
+
+
+CUSTOMER_CONTRACT = pa.DataFrameSchema(
+    {
+        **_resource_columns(),
+        **{name: pa.Column(str, nullable=True, required=False) for name in _TEXT},
     },
     name="chargebee_customer_contract",
     description="Chargebee customers as the sync reads them: the attributes it uses and their types.",
@@ -38,16 +46,13 @@ CUSTOMER_CONTRACT = pa.DataFrameSchema(
 
 SUBSCRIPTION_CONTRACT = pa.DataFrameSchema(
     {
-        "id": pa.Column(str, nullable=False, unique=True, checks=pa.Check.str_length(1, 50)),
+        **_resource_columns(),
         "customer_id": pa.Column(str, nullable=False),
         "status": pa.Column(str, nullable=False, checks=pa.Check.isin(
             ["future", "in_trial", "active", "non_renewing", "paused", "cancelled", "transferred"])),
-        "currency_code": pa.Column(str, nullable=False, checks=pa.Check.str_length(3, 3)),
+        # Required by the API spec, yet absent from recorded PC 1.0 payloads: the site's home currency then.
+        "currency_code": pa.Column(str, nullable=True, required=False, checks=pa.Check.str_length(3, 3)),
         "mrr": pa.Column("Int64", nullable=True, required=False),
-        "created_at": pa.Column("Int64", nullable=True, required=False),
-        "updated_at": pa.Column("Int64", nullable=True, required=False),
-        "resource_version": pa.Column("Int64", nullable=True, required=False),
-        "deleted": pa.Column("boolean", nullable=True, required=False),
     },
     name="chargebee_subscription_contract",
     description="Chargebee subscriptions as the sync reads them: the attributes it uses and their types.",
@@ -111,10 +116,15 @@ def contract_problems(stream: str, objects: list[dict[str, Any]]) -> list[dict[s
         schema.validate(frame(objects, columns), lazy=True)
     except pa.errors.SchemaErrors as exc:
         cases = exc.failure_cases
-        return [
-            {"column": str(r.get("column")), "check": str(r.get("check")), "value": str(r.get("failure_case"))[:80]}
-            for r in cases.head(20).to_dict("records")
-        ]
+        problems = []
+        for r in cases.head(20).to_dict("records"):
+            missing = r.get("check") == "column_in_dataframe"  # pandera names the schema; the case is the column
+            problems.append({
+                "column": str(r.get("failure_case") if missing else r.get("column")),
+                "check": "column missing" if missing else str(r.get("check")),
+                "value": "" if missing else str(r.get("failure_case"))[:80],
+            })
+        return problems
     return []
 
 

@@ -326,3 +326,22 @@ def test_reading_back_a_large_push_uses_the_cheaper_coql(e2e):
     e2e.sync()
     calls = e2e.sandbox.stats()["zoho"]["sandbox"]["calls"]
     assert "POST /crm/v8/coql" not in calls and e2e.writes() == 0
+
+
+def test_recorded_chargebee_payloads_sync_as_they_are(e2e, fixtures_dir):
+    import json as _json
+
+    customers = _json.loads((fixtures_dir / "test_site_customers.json").read_text())
+    customers += [e["customer"] for e in _json.loads((fixtures_dir / "customer.json").read_text())["list"]]
+    subscriptions = _json.loads((fixtures_dir / "test_site_subscriptions.json").read_text())
+    subscriptions += [e["subscription"] for e in _json.loads((fixtures_dir / "subscription_multiple.json").read_text())["list"]]
+    e2e.sandbox.load(chargebee={"acme-test": {"customers": customers, "subscriptions": subscriptions}})
+    outcome = e2e.sync()
+    assert outcome.success
+    assert outcome.check("chargebee_customers", "contract").passed
+    assert outcome.check("chargebee_subscriptions", "contract").passed
+    live = [c for c in customers if not c.get("deleted")]
+    assert len(e2e.zoho("Contacts")) + outcome.counts["Contacts"]["errors"] == len(live)
+    # every subscription is accounted for: synced, skipped with a reason, or an error naming why
+    with e2e.warehouse() as wh:
+        assert wh.count("plan", "WHERE module = 'Deals'") == len(subscriptions)
