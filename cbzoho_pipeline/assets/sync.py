@@ -137,7 +137,7 @@ def zoho_metadata(context: dg.AssetExecutionContext, config: MetadataConfig, zoh
                   warehouse: WarehouseResource) -> dg.MaterializeResult:
     site = site_for(context)
     with warehouse.open(site.name) as wh:
-        age = wh.scalar("SELECT date_diff('minute', fetched_at, now()) FROM zoho_meta WHERE kind = 'metadata'")
+        age = wh.meta_age_minutes("metadata")
         if age is not None and age < config.max_age_minutes:
             metadata = wh.meta("metadata")
             reused = True
@@ -284,12 +284,7 @@ SYNC_ASSETS = [
 def duplicate_emails_in_zoho(context: dg.AssetCheckExecutionContext,
                              warehouse: WarehouseResource) -> dg.AssetCheckResult:
     with warehouse.open(load_settings().site(context.partition_key).name) as wh:
-        dupes = wh.df(
-            """SELECT lower(trim(data->>'Email')) AS email, count(*) AS contacts,
-                      string_agg(id, ', ' ORDER BY id) AS zoho_ids
-               FROM zoho_records WHERE module = 'Contacts' AND coalesce(trim(data->>'Email'), '') <> ''
-               GROUP BY 1 HAVING count(*) > 1 ORDER BY 1"""
-        )
+        dupes = wh.duplicate_emails()
     return dg.AssetCheckResult(
         passed=dupes.empty,
         severity=dg.AssetCheckSeverity.WARN,

@@ -12,7 +12,6 @@ breaks the contract stops the extraction before it is stored and before the curs
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -90,14 +89,8 @@ def extract(
 
 def validate_rows(wh: Warehouse, stream: str) -> list[tuple[str, int | None, str]]:
     """Check every stored row against the row rules and record what is set aside (replacing the last list)."""
-    table = TABLES[stream]
     rejects: list[tuple[str, int | None, str]] = []
-    offset, size = 0, 20_000
-    while True:
-        rows = wh.con.execute(f"SELECT data FROM {table} ORDER BY id LIMIT ? OFFSET ?", [size, offset]).fetchall()
-        if not rows:
-            break
-        rejects += schemas.row_rejects(stream, [json.loads(r[0]) for r in rows])
-        offset += size
+    for batch in wh.iter_chargebee_objects(TABLES[stream]):
+        rejects += schemas.row_rejects(stream, batch)
     wh.replace_rejects(stream, rejects)
     return rejects

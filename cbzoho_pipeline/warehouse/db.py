@@ -177,10 +177,19 @@ class Warehouse:
             self.con.unregister("incoming")
         return int(new), int(changed)
 
-    def chargebee_objects(self, table: str) -> list[dict[str, Any]]:
+    def iter_chargebee_objects(self, table: str, batch: int = 20_000) -> Iterator[list[dict[str, Any]]]:
+        """All stored objects of a table in batches, so a pass over a large site stays small in memory."""
         assert table in ("cb_customers", "cb_subscriptions")
-        rows = self.con.execute(f"SELECT data FROM {table} ORDER BY id").fetchall()
-        return [json.loads(r[0]) for r in rows]
+        offset = 0
+        while True:
+            rows = self.con.execute(f"SELECT data FROM {table} ORDER BY id LIMIT ? OFFSET ?", [batch, offset]).fetchall()
+            if not rows:
+                return
+            yield [json.loads(r[0]) for r in rows]
+            offset += batch
+
+    def chargebee_objects(self, table: str) -> list[dict[str, Any]]:
+        return [obj for batch in self.iter_chargebee_objects(table) for obj in batch]
 
     def count(self, table: str, where: str = "") -> int:
         return int(self.scalar(f"SELECT count(*) FROM {table} {where}"))
@@ -205,6 +214,21 @@ class Warehouse:
                    ["module", "id", "data", "modified_time"], rows)
         return len(rows)
 
+    def clear_zoho(self, module: str) -> None:
+        self.con.execute("DELETE FROM zoho_records WHERE module = ?", [module])
+
+    def zoho_count(self, module: str) -> int:
+        return int(self.scalar("SELECT count(*) FROM zoho_records WHERE module = ?", [module]))
+
+    def duplicate_emails(self) -> pd.DataFrame:
+        """Emails (trimmed, case-insensitive) held by more than one Zoho contact, with their ids."""
+        return self.df(
+            """SELECT lower(trim(data->>'Email')) AS email, count(*) AS contacts,
+                      string_agg(id, ', ' ORDER BY id) AS zoho_ids
+               FROM zoho_records WHERE module = 'Contacts' AND coalesce(trim(data->>'Email'), '') <> ''
+               GROUP BY 1 HAVING count(*) > 1 ORDER BY 1"""
+        )
+
     def delete_zoho(self, module: str, ids: Iterable[str]) -> int:
         ids = [str(i) for i in ids]
         if ids:
@@ -221,6 +245,9 @@ class Warehouse:
 
     def set_meta(self, kind: str, data: Any) -> None:
         self.con.execute("INSERT OR REPLACE INTO zoho_meta VALUES (?, ?::JSON, ?)", [kind, json.dumps(data), utcnow()])
+
+    def meta_age_minutes(self, kind: str) -> int | None:
+        return self.scalar("SELECT date_diff('minute', fetched_at, now()) FROM zoho_meta WHERE kind = ?", [kind])
 
     def meta(self, kind: str) -> Any:
         value = self.scalar("SELECT data FROM zoho_meta WHERE kind = ?", [kind])

@@ -93,7 +93,7 @@ def refresh(
     if cursor is None:
         log(f"{module}: full snapshot through COQL")
         with wh.transaction():
-            wh.con.execute("DELETE FROM zoho_records WHERE module = ?", [module])
+            wh.clear_zoho(module)
             for page in client.iter_coql(module, [f for f in fields if f != "id"]):
                 result.pages += 1
                 result.fetched += wh.upsert_zoho(module, page)
@@ -137,7 +137,7 @@ def refresh(
             wh.set_cursor(deleted_cursor_name, capped(newest_deleted, deleted_cursor))
     if newest is not None:
         wh.set_cursor(cursor_name, capped(newest, cursor))
-    result.total = wh.count("zoho_records", f"WHERE module = '{module}'")
+    result.total = wh.zoho_count(module)
     log(f"{module}: {result.fetched} read, {result.deleted} deleted, {result.total} in snapshot")
     return result
 
