@@ -208,7 +208,7 @@ def sync_plan(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -
         rows = core.build_plan(inputs)
         frame = pd.DataFrame([r.as_dict() for r in rows], columns=list(core.PlanRow.__dataclass_fields__))
         counts = core.summarize(rows)
-        wh.write_plan(context.run.run_id, context.run.run_id, frame, counts)
+        wh.write_plan(context.run.run_id, frame, counts)
     table = [{"module": m, **c} for m, c in counts.items()]
     sample = [
         {"module": r.module, "key": r.source_key, "action": r.action, "changed": ", ".join(r.changed_fields or []),

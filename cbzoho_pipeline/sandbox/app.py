@@ -12,6 +12,7 @@ use it), or let one tenant's data, faults or statistics leak into another's.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import random
 import threading
@@ -94,8 +95,6 @@ class Sandbox:
 
     def _credential(self, kind: str, tenant: str) -> str:
         # Stable per credentials seed so a demo's printed credentials survive a restart; not secret.
-        import hashlib
-
         digest = hashlib.sha256(f"{self._credentials_seed}:{kind}:{tenant}".encode()).hexdigest()
         prefix = {"cb": "test_" if tenant.endswith("-test") else "live_"}.get(kind, "")
         return prefix + digest[:32]

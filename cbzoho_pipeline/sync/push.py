@@ -147,12 +147,14 @@ def _push_batch(
         successes: list[tuple[str, str]] = []
         snapshot: list[dict[str, Any]] = []
         log_entries = []
+        held = wh.zoho_records_by_id(module, [str(r.id or row["zoho_id"]) for (row, _), r in zip(sendable, results)
+                                              if r.ok])
         for (row, payload), result in zip(sendable, results, strict=True):
             key = row["source_key"]
             if result.ok:
                 zoho_id = str(result.id or row["zoho_id"])
                 successes.append((key, zoho_id))
-                snapshot.append(_written_record(wh, module, zoho_id, payload, result.details))
+                snapshot.append(_written_record(held.get(zoho_id, {}), zoho_id, payload, result.details))
                 if operation == "create":
                     counts.created += 1
                 else:
@@ -178,9 +180,9 @@ def _push_batch(
     counts.error_rows += [{"source_key": k, "code": c, "message": m} for k, c, m, _ in failures]
 
 
-def _written_record(wh: Warehouse, module: str, zoho_id: str, payload: dict[str, Any], details: dict) -> dict:
+def _written_record(held: dict[str, Any], zoho_id: str, payload: dict[str, Any], details: dict) -> dict:
     """The snapshot row after a successful write: what Zoho held, plus what we sent, plus its timestamps."""
-    record = wh.zoho_record(module, zoho_id) or {}
+    record = dict(held)
     record.update({k: v for k, v in payload.items() if k != "id"})
     record["id"] = zoho_id
     for stamp in ("Modified_Time", "Created_Time"):

@@ -54,8 +54,8 @@ CREATE TABLE IF NOT EXISTS plan (
     plan_id VARCHAR, module VARCHAR, source_key VARCHAR, action VARCHAR, zoho_id VARCHAR, payload JSON,
     changed_fields JSON, reason VARCHAR, code VARCHAR, refs JSON, pushed BOOLEAN DEFAULT FALSE,
     PRIMARY KEY (module, source_key));
-CREATE TABLE IF NOT EXISTS plans (plan_id VARCHAR PRIMARY KEY, run_id VARCHAR, created_at TIMESTAMPTZ,
-    counts JSON);
+-- One row per plan made; a plan is identified by the Dagster run that made it.
+CREATE TABLE IF NOT EXISTS plans (plan_id VARCHAR PRIMARY KEY, created_at TIMESTAMPTZ, counts JSON);
 
 -- Creates sent to Zoho whose answers were not yet recorded (crash recovery).
 CREATE TABLE IF NOT EXISTS pending_creates (
@@ -239,9 +239,10 @@ class Warehouse:
         rows = self.con.execute("SELECT data FROM zoho_records WHERE module = ? ORDER BY id", [module]).fetchall()
         return [json.loads(r[0]) for r in rows]
 
-    def zoho_record(self, module: str, zoho_id: str) -> dict[str, Any] | None:
-        rows = self.con.execute("SELECT data FROM zoho_records WHERE module = ? AND id = ?", [module, zoho_id]).fetchall()
-        return json.loads(rows[0][0]) if rows else None
+    def zoho_records_by_id(self, module: str, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        rows = self.con.execute("SELECT id, data FROM zoho_records WHERE module = ? AND list_contains(?, id)",
+                                [module, [str(i) for i in ids]]).fetchall()
+        return {r[0]: json.loads(r[1]) for r in rows}
 
     def set_meta(self, kind: str, data: Any) -> None:
         self.con.execute("INSERT OR REPLACE INTO zoho_meta VALUES (?, ?::JSON, ?)", [kind, json.dumps(data), utcnow()])
@@ -268,7 +269,7 @@ class Warehouse:
             self.con.execute("DELETE FROM links WHERE module = ? AND list_contains(?, source_key)", [module, keys])
 
     # ----------------------------------------------------------------------------------------- plan
-    def write_plan(self, plan_id: str, run_id: str, rows: pd.DataFrame, counts: dict[str, Any]) -> None:
+    def write_plan(self, plan_id: str, rows: pd.DataFrame, counts: dict[str, Any]) -> None:
         with self.transaction():
             self.con.execute("DELETE FROM plan")
             if len(rows):
@@ -285,8 +286,8 @@ class Warehouse:
                     )
                 finally:
                     self.con.unregister("plan_rows")
-            self.con.execute("INSERT OR REPLACE INTO plans VALUES (?, ?, ?, ?::JSON)",
-                             [plan_id, run_id, utcnow(), json.dumps(counts)])
+            self.con.execute("INSERT OR REPLACE INTO plans VALUES (?, ?, ?::JSON)",
+                             [plan_id, utcnow(), json.dumps(counts)])
 
     def plan_rows(self, module: str, actions: tuple[str, ...] | None = None, *, unpushed: bool = True) -> list[dict]:
         sql = "SELECT * FROM plan WHERE module = ?"
@@ -301,13 +302,6 @@ class Warehouse:
             for col in ("payload", "changed_fields", "refs"):
                 row[col] = json.loads(row[col]) if isinstance(row[col], str) else row[col]
         return rows
-
-    def current_plan(self) -> dict[str, Any] | None:
-        rows = self.con.execute("SELECT plan_id, run_id, created_at, counts FROM plans ORDER BY created_at DESC LIMIT 1").fetchall()
-        if not rows:
-            return None
-        row = rows[0]
-        return {"plan_id": row[0], "run_id": row[1], "created_at": row[2], "counts": json.loads(row[3])}
 
     def mark_pushed(self, module: str, keys: Iterable[str]) -> None:
         keys = list(keys)
@@ -397,14 +391,10 @@ class Warehouse:
                 "counts": json.loads(row[4])}
 
 
-def connect(path: Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    return duckdb.connect(str(path), read_only=read_only)
-
-
 @contextmanager
 def open_warehouse(path: Path, *, read_only: bool = False) -> Iterator[Warehouse]:
     """Open, migrate and close: connections are held only around the work, so the file lock is short."""
-    con = connect(path, read_only=read_only)
+    con = duckdb.connect(str(path), read_only=read_only)
     try:
         wh = Warehouse(con)
         if not read_only:

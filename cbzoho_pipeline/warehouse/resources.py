@@ -21,7 +21,7 @@ from typing import Any
 import dagster as dg
 from pydantic import PrivateAttr
 
-from cbzoho_pipeline.settings import home_dir, site_dir
+from cbzoho_pipeline.settings import site_dir
 from cbzoho_pipeline.warehouse.db import Warehouse, open_warehouse
 
 PARTITION_TAG = "dagster/partition"
@@ -110,6 +110,3 @@ class WarehouseResource(dg.ConfigurableResource):
     def open(self, site: str) -> Iterator[Warehouse]:
         with open_warehouse(warehouse_path(site)) as wh:
             yield wh
-
-    def home(self) -> Path:
-        return home_dir()
