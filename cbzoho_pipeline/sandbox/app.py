@@ -40,7 +40,15 @@ DEFAULT_ORGS = ("sandbox", "production")
 
 @dataclass
 class Faults:
-    """What to inflict on requests to one API (optionally one tenant). Probabilities are per request."""
+    """What to inflict on requests to one API (optionally one tenant). Probabilities are per request.
+
+    `p429`, `p500` and `pdrop` fail a request *before* the API sees it. The two "act, then fail" modes let
+    the API carry the request out first, as a real server whose answer is lost does: `papply_drop` applies
+    it and then drops the connection mid-response; `papply_late` applies it and holds the answer back for
+    `late_seconds` (longer than the client's timeout, so the client gives up on a write that happened).
+    With `writes_only` every fault (latency included) touches only writes: Chargebee POSTs and Zoho
+    POST/PUT/PATCH/DELETE calls other than COQL queries; reads and token calls pass untouched.
+    """
 
     p429: float = 0.0
     p500: float = 0.0
@@ -48,6 +56,18 @@ class Faults:
     pslow: float = 0.0
     slow_seconds: float = 2.0
     latency_ms: float = 0.0
+    papply_drop: float = 0.0
+    papply_late: float = 0.0
+    late_seconds: float = 5.0
+    writes_only: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("p429", "p500", "pdrop", "pslow", "papply_drop", "papply_late"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be a probability between 0 and 1, got {value!r}")
+        if not isinstance(self.writes_only, bool):
+            raise ValueError(f"writes_only must be true or false, got {self.writes_only!r}")
 
 
 @dataclass
@@ -202,6 +222,8 @@ class FaultsAndStatsMiddleware:
             await send(message)
 
         faults = sandbox.faults_for("zoho" if api == "zoho_accounts" else api, tenant)
+        if faults is not None and faults.writes_only and not _is_write(api, scope):
+            faults = None
         org = sandbox.orgs.get(tenant) if api == "zoho" else None
         if org is not None:
             org.in_flight += 1
@@ -217,10 +239,24 @@ class FaultsAndStatsMiddleware:
                 return
             kind = await self._roll(faults, stats) if faults is not None else None
             if kind == "drop":
-                # Start a reply and abort it: the client sees the connection die mid-response.
-                await send({"type": "http.response.start", "status": 200,
-                            "headers": [(b"content-length", b"1000")]})
-                raise ConnectionAbortedError("sandbox: injected dropped connection")
+                await _drop(send)
+            if kind in ("apply_drop", "apply_late"):
+                # Let the API act, keep its answer, then lose it (drop) or deliver it too late.
+                answer: list[dict] = []
+
+                async def keep(message: dict) -> None:
+                    answer.append(message)
+
+                await self.app(scope, receive, keep)
+                if org is not None:  # the server is done with it: it no longer counts as in flight
+                    org.in_flight -= 1
+                    org = None
+                if kind == "apply_drop":
+                    await _drop(send)
+                await asyncio.sleep(faults.late_seconds)  # type: ignore[union-attr]
+                for message in answer:
+                    await counting_send(message)
+                return
             if kind is not None:
                 module = chargebee_api if api == "chargebee" else zoho_api
                 await module.fault_response(kind)(scope, receive, counting_send)
@@ -237,11 +273,25 @@ class FaultsAndStatsMiddleware:
         if faults.pslow and roll() < faults.pslow:
             stats.faults_injected["slow"] += 1
             await asyncio.sleep(faults.slow_seconds)
-        for kind, probability in (("429", faults.p429), ("500", faults.p500), ("drop", faults.pdrop)):
+        for kind, probability in (("429", faults.p429), ("500", faults.p500), ("drop", faults.pdrop),
+                                  ("apply_drop", faults.papply_drop), ("apply_late", faults.papply_late)):
             if probability and roll() < probability:
                 stats.faults_injected[kind] += 1
                 return kind
         return None
+
+
+async def _drop(send: Send) -> None:
+    """Start a reply and abort it: the client sees the connection die mid-response."""
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"1000")]})
+    raise ConnectionAbortedError("sandbox: injected dropped connection")
+
+
+def _is_write(api: str, scope: Scope) -> bool:
+    """Whether a request changes a tenant's data: token calls and COQL queries are reads here."""
+    if api == "zoho_accounts" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+        return False
+    return not (api == "zoho" and scope["path"].rstrip("/").endswith("/coql"))
 
 
 def _classify(path: str) -> tuple[str, str] | None:

@@ -158,3 +158,54 @@ def test_writes_without_an_empty_trigger_list_are_counted_as_firing_automations(
     assert sandbox.stats()["zoho"]["sandbox"]["writes_with_automations"] == 0
     assert zoho.post("Contacts", json={"data": [{"Last_Name": "Loud"}]}).status_code == 201
     assert sandbox.stats()["zoho"]["sandbox"]["writes_with_automations"] == 1
+
+
+def _insert_contact(zoho: ZohoHttp, last_name: str, timeout: float = 10) -> requests.Response:
+    return zoho.call("POST", "/Contacts", json={"data": [{"Last_Name": last_name}]}, timeout=timeout)
+
+
+def test_apply_then_drop_carries_the_write_out_and_loses_the_answer(sandbox):
+    zoho = ZohoHttp(sandbox)
+    zoho.login()
+    sandbox.faults("zoho", papply_drop=1.0, writes_only=True)
+    with pytest.raises((requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError)):
+        _insert_contact(zoho, "Applied")
+    # the write happened although no answer arrived; reads were left alone by writes_only
+    assert [c["Last_Name"] for c in sandbox.dump("sandbox", "Contacts")] == ["Applied"]
+    assert zoho.call("GET", "/Contacts", params={"fields": "Last_Name"}).status_code == 200
+    assert sandbox.stats()["zoho"]["sandbox"]["faults_injected"] == {"apply_drop": 1}
+
+
+def test_apply_then_late_answers_after_the_clients_timeout(sandbox):
+    zoho = ZohoHttp(sandbox)
+    zoho.login()
+    sandbox.faults("zoho", papply_late=1.0, late_seconds=1.0, writes_only=True)
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        _insert_contact(zoho, "Late", timeout=0.3)
+    assert [c["Last_Name"] for c in sandbox.dump("sandbox", "Contacts")] == ["Late"]
+    # a patient client gets the real answer, late
+    started = time.monotonic()
+    response = _insert_contact(zoho, "Later")
+    assert response.status_code == 201 and time.monotonic() - started >= 1.0
+    assert sorted(c["Last_Name"] for c in sandbox.dump("sandbox", "Contacts")) == ["Late", "Later"]
+
+
+def test_writes_only_spares_reads_coql_and_tokens(sandbox):
+    zoho = ZohoHttp(sandbox)
+    sandbox.faults("zoho", p500=1.0, writes_only=True)
+    zoho.login()  # the token call is not a write
+    assert zoho.call("GET", "/Contacts", params={"fields": "Last_Name"}).status_code in (200, 204)
+    coql = zoho.call("POST", "/coql", json={"select_query": "select Last_Name from Contacts where id is not null"})
+    assert coql.status_code in (200, 204)
+    assert _insert_contact(zoho, "Refused").status_code == 500
+    assert sandbox.dump("sandbox", "Contacts") == []
+    sandbox.faults("chargebee", p500=1.0, writes_only=True)
+    base, key = sandbox.chargebee("acme-test")
+    assert requests.get(f"{base}/customers", auth=(key, ""), timeout=10).status_code == 200
+    assert requests.post(f"{base}/customers", auth=(key, ""), data={"first_name": "X"}, timeout=10).status_code == 500
+
+
+@pytest.mark.parametrize("spec", [{"papply_drop": 1.5}, {"pdrop": -0.1}, {"writes_only": "yes"}, {"p_typo": 0.1}])
+def test_a_bad_fault_spec_is_refused(sandbox, spec):
+    response = requests.post(f"{sandbox.base_url}/_sandbox/faults", json={"api": "zoho", **spec}, timeout=10)
+    assert response.status_code == 400 and "bad fault spec" in response.text

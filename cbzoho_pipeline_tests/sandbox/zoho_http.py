@@ -41,7 +41,8 @@ class ZohoHttp:
         if token is None:
             token = self.token or self.login()
         all_headers = {"Authorization": f"Zoho-oauthtoken {token}", **(headers or {})}
-        return self.http.request(method, f"{self.api}/{path.lstrip('/')}", headers=all_headers, timeout=120, **kw)
+        kw.setdefault("timeout", 120)
+        return self.http.request(method, f"{self.api}/{path.lstrip('/')}", headers=all_headers, **kw)
 
     def get(self, path: str, **kw: Any) -> requests.Response:
         return self.call("GET", path, **kw)
