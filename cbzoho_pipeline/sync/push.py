@@ -9,19 +9,33 @@ Crash safety: creates go through upsert on a natural key (Account_Name, Deal_Nam
 external-ID field), and are journalled in `pending_creates` before they are sent; the next plan links any
 record a lost answer had created instead of creating it again. Plan rows are marked pushed as soon as
 their answers are stored, so pushing the same plan twice writes nothing twice.
+
+Lost answers: when a create batch's answer is lost (timeout, dropped connection, 5xx: Zoho may or may not
+have acted), nothing is re-sent blindly. Records that carry a key the upsert matches on are idempotent and
+are simply sent again. A record with no such key (a contact without an email in an org without an
+external-ID field) is first looked for in Zoho: the records modified since just before the send are read
+(COQL) and matched on exactly the values sent; what is found is linked, and only the rest is sent again.
+After `RECOVERY_ATTEMPTS` lost answers in a row the records stay journalled and are reported as
+`OUTCOME_UNKNOWN` errors; the next run looks for them again before planning.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
-from cbzoho_pipeline.sync.plan import ACCOUNTS, CONTACTS, DEALS
+from cbzoho_pipeline.sync.plan import ACCOUNTS, CONTACTS, DEALS, reconcile_pending
 from cbzoho_pipeline.warehouse.db import Warehouse
+from cbzoho_pipeline.zoho.client import RecordResult, ZohoOutcomeUnknown, coql_literal
 
 BATCH_SIZE = 100
 DUPLICATE_CHECK = {ACCOUNTS: ["Account_Name"], DEALS: ["Deal_Name"], CONTACTS: ["Email"]}
+RECOVERY_ATTEMPTS = 6
+# How far before a lost send to look for what it created: generous, for clock skew between us and Zoho.
+RECOVERY_WINDOW = timedelta(minutes=5)
 
 
 class RecordResultLike(Protocol):
@@ -37,6 +51,8 @@ class ZohoWriter(Protocol):
                trigger: tuple = ()) -> list[RecordResultLike]: ...
 
     def update(self, module: str, records: list[dict], *, trigger: tuple = ()) -> list[RecordResultLike]: ...
+
+    def iter_coql(self, module: str, fields: list[str], *, where: str | None = None) -> Iterator[list[dict]]: ...
 
 
 @dataclass
@@ -79,6 +95,7 @@ def push_module(
     *,
     external_field: str | None = None,
     log: Callable[[str], None] = lambda _m: None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> PushCounts:
     counts = PushCounts()
     rows = wh.plan_rows(module)
@@ -107,7 +124,7 @@ def push_module(
         for start in range(0, len(todo), BATCH_SIZE):
             batch_no += 1
             batch = todo[start:start + BATCH_SIZE]
-            _push_batch(wh, client, module, run_id, operation, batch, links, counts, external_field)
+            _push_batch(wh, client, module, run_id, operation, batch, links, counts, external_field, log, sleep)
             log(f"{module}: batch {batch_no}/{total_batches} pushed ({operation}, {len(batch)} records)")
     return counts
 
@@ -122,6 +139,8 @@ def _push_batch(
     links: dict[str, dict[str, str]],
     counts: PushCounts,
     external_field: str | None,
+    log: Callable[[str], None],
+    sleep: Callable[[float], None],
 ) -> None:
     sendable: list[tuple[dict[str, Any], dict[str, Any]]] = []
     failures: list[tuple[str, str, str, dict | None]] = []
@@ -139,10 +158,10 @@ def _push_batch(
         if operation == "create":
             wh.add_pending(module, [(r["source_key"], p) for r, p in sendable])
             check = [external_field] if (module == CONTACTS and external_field) else DUPLICATE_CHECK[module]
-            results = client.upsert(module, records, duplicate_check_fields=check)
+            results = _create(wh, client, module, records, check, counts, log, sleep)
         else:
             results = client.update(module, records)
-        counts.calls += 1
+            counts.calls += 1
 
         successes: list[tuple[str, str]] = []
         snapshot: list[dict[str, Any]] = []
@@ -168,8 +187,9 @@ def _push_batch(
             links.setdefault(module, {}).update(dict(successes))
             wh.upsert_zoho(module, snapshot)
             wh.clear_errors(module, [k for k, _ in successes])
-            if operation == "create":
-                wh.clear_pending(module, [r["source_key"] for r, _ in sendable])
+            if operation == "create":  # an unknown outcome stays journalled for the next run to look for
+                wh.clear_pending(module, [r["source_key"] for (r, _), res in zip(sendable, results)
+                                          if res.code != OUTCOME_UNKNOWN])
             wh.log(run_id, log_entries)
             wh.record_errors(run_id, module, failures)
             wh.mark_pushed(module, [r["source_key"] for r in batch])
@@ -178,6 +198,76 @@ def _push_batch(
         wh.mark_pushed(module, [r["source_key"] for r in batch])
     counts.errors += len(failures)
     counts.error_rows += [{"source_key": k, "code": c, "message": m} for k, c, m, _ in failures]
+
+
+OUTCOME_UNKNOWN = "OUTCOME_UNKNOWN"
+
+
+def _create(
+    wh: Warehouse,
+    client: ZohoWriter,
+    module: str,
+    records: list[dict[str, Any]],
+    check: list[str],
+    counts: PushCounts,
+    log: Callable[[str], None],
+    sleep: Callable[[float], None],
+) -> list[RecordResultLike]:
+    """Upsert a batch of creates; when an answer is lost, find what Zoho made before sending anything again."""
+    results: list[RecordResultLike | None] = [None] * len(records)
+    todo = list(range(len(records)))
+    for attempt in range(RECOVERY_ATTEMPTS + 1):
+        sent_at = datetime.now(timezone.utc)
+        try:
+            answers = client.upsert(module, [records[i] for i in todo], duplicate_check_fields=check)
+        except ZohoOutcomeUnknown as exc:
+            counts.calls += 1
+            keyless = [i for i in todo if not any(_filled(records[i].get(f)) for f in check)]
+            log(f"{module}: the answer to a batch of {len(todo)} creates was lost ({exc.message}); "
+                f"{len(keyless)} of them have no {'/'.join(check)} and are looked for in Zoho first")
+            if keyless:
+                for i, found in _look_for(wh, client, module, records, keyless, sent_at - RECOVERY_WINDOW):
+                    results[i] = found
+                todo = [i for i in todo if results[i] is None]
+            if not todo:
+                break
+            if attempt < RECOVERY_ATTEMPTS:
+                sleep(min(30.0, 0.5 * 2 ** attempt))
+            continue
+        counts.calls += 1
+        for i, answer in zip(todo, answers, strict=True):
+            results[i] = answer
+        todo = []
+        break
+    for i in todo:
+        results[i] = RecordResult(index=i, ok=False, code=OUTCOME_UNKNOWN,
+                                  message=f"Zoho's answer was lost {RECOVERY_ATTEMPTS + 1} times in a row; the "
+                                          "record is looked for again before the next run plans it")
+    return results  # type: ignore[return-value]
+
+
+def _look_for(
+    wh: Warehouse, client: ZohoWriter, module: str, records: list[dict[str, Any]], indexes: list[int],
+    since: datetime,
+) -> list[tuple[int, RecordResult]]:
+    """The records among `indexes` that Zoho holds already, matched on exactly the values sent."""
+    fields = sorted({k for i in indexes for k, v in records[i].items() if not isinstance(v, dict) and k != "id"}
+                    | {"Modified_Time", "Created_Time"})
+    candidates = [r for page in client.iter_coql(module, fields, where=f"Modified_Time >= {coql_literal(since)}")
+                  for r in page]
+    by_id = {str(r["id"]): r for r in candidates}
+    pairs = reconcile_pending([(str(i), records[i]) for i in indexes], candidates, set(wh.links(module).values()))
+    found = []
+    for key, zoho_id in pairs:
+        held = by_id[zoho_id]
+        details = {"id": zoho_id, **{k: held[k] for k in ("Modified_Time", "Created_Time") if held.get(k)}}
+        found.append((int(key), RecordResult(index=int(key), ok=True, code="SUCCESS", message="found in Zoho",
+                                             details=details, id=zoho_id, action="found")))
+    return found
+
+
+def _filled(value: Any) -> bool:
+    return value is not None and str(value).strip() != ""
 
 
 def _written_record(held: dict[str, Any], zoho_id: str, payload: dict[str, Any], details: dict) -> dict:

@@ -90,7 +90,7 @@ class WarehouseResource(dg.ConfigurableResource):
     _stack: Any = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        run = context.dagster_run
+        run = context.run
         site = run.tags.get(PARTITION_TAG) if run is not None else None
         if site:
             from contextlib import ExitStack

@@ -14,14 +14,13 @@ What it must never do:
 - put a secret (client secret, refresh token, access token) into an exception, a log line or a repr;
 - batch for the caller: more than 100 records per write is a ``ValueError`` before any HTTP call.
 
-Retrying writes: insert, update, upsert and delete are retried on 429, 5xx and transport failures
-like reads are. A 429 means Zoho refused the call before doing anything, so retrying it is always
-safe. A 5xx or a connection dropped after the request was sent is ambiguous: Zoho may already have
-applied the write. Re-sending an update, an upsert or a delete converges to the same end state, so
-those are safe. Re-sending an *insert* can create a duplicate record; callers that must not
-duplicate use ``upsert`` with a unique key (e.g. an external-ID field) or reconcile by reading back
-before inserting again. The retry policy is kept uniform so that transient faults never lose a
-batch; the duplicate risk is the caller's to manage by the choice of endpoint.
+Retrying writes: a 429, a 401 INVALID_TOKEN and a connection that was never opened mean Zoho did
+nothing, so every call is retried on them. A 5xx, a timeout or a connection dropped after the request
+left is ambiguous: Zoho may already have applied the write. Updates and deletes by id converge to the
+same end state when sent again, so they are retried like reads. Inserts and upserts are not: a record
+with no value in any duplicate-check field would be created twice. For those the client raises
+``ZohoOutcomeUnknown`` at once and leaves the decision to the caller, who knows which records carry a
+key and can look in Zoho before sending anything again (see ``sync/push.py``).
 """
 
 from __future__ import annotations
@@ -49,6 +48,7 @@ __all__ = [
     "ZohoAuthError",
     "ZohoClient",
     "ZohoError",
+    "ZohoOutcomeUnknown",
     "coql_literal",
     "format_zoho_datetime",
     "parse_zoho_datetime",
@@ -103,6 +103,11 @@ class ZohoError(Exception):
 
 class ZohoAuthError(ZohoError):
     """The accounts server refused the refresh token or the client (invalid_code, invalid_client, ...)."""
+
+
+class ZohoOutcomeUnknown(ZohoError):
+    """An insert or upsert may or may not have been applied: its answer was lost (timeout, dropped
+    connection) or Zoho answered 5xx. It was not sent again; find out what Zoho holds before re-sending."""
 
 
 @dataclass
@@ -445,7 +450,7 @@ class ZohoClient:
 
     def insert(self, module: str, records: list[dict], *, trigger: Iterable[str] = ()) -> list[RecordResult]:
         """Insert up to 100 records. See the module docstring: a retried insert can duplicate."""
-        return self._write("POST", "/crm/v8/{module}", module, records, trigger=trigger)
+        return self._write("POST", "/crm/v8/{module}", module, records, trigger=trigger, replay_safe=False)
 
     def update(self, module: str, records: list[dict], *, trigger: Iterable[str] = ()) -> list[RecordResult]:
         """Update up to 100 records; each must carry its Zoho ``id``."""
@@ -466,7 +471,8 @@ class ZohoClient:
         extra = {}
         if duplicate_check_fields is not None:
             extra["duplicate_check_fields"] = _check_field_names(duplicate_check_fields)
-        return self._write("POST", "/crm/v8/{module}/upsert", module, records, trigger=trigger, extra=extra)
+        return self._write("POST", "/crm/v8/{module}/upsert", module, records, trigger=trigger, extra=extra,
+                           replay_safe=False)
 
     def delete(self, module: str, ids: list[str], *, wf_trigger: bool = False) -> list[RecordResult]:
         """Delete up to 100 records by id (to the recycle bin); workflows do not run unless asked."""
@@ -492,6 +498,7 @@ class ZohoClient:
         *,
         trigger: Iterable[str],
         extra: dict | None = None,
+        replay_safe: bool = True,
     ) -> list[RecordResult]:
         module = _check_module(module)
         records = list(records)
@@ -505,7 +512,8 @@ class ZohoClient:
             raise TypeError("trigger is a list of names such as ['workflow'], not a string")
         payload: dict[str, Any] = {"data": records, "trigger": list(trigger)}
         payload.update(extra or {})
-        status, body = self._request(method, template, module=module, json_body=payload, write=True)
+        status, body = self._request(method, template, module=module, json_body=payload, write=True,
+                                     replay_safe=replay_safe)
         return self._record_results(status, body, len(records))
 
     @staticmethod
@@ -636,11 +644,13 @@ class ZohoClient:
         json_body: dict | None = None,
         headers: dict | None = None,
         write: bool = False,
+        replay_safe: bool = True,
     ) -> tuple[int, dict | None]:
         """Send one API call with token handling and retries; return (status, JSON body or None).
 
         Raises ZohoError for any failure of the call as a whole. With ``write`` a 4xx whose body is a
-        ``data`` array is returned, because it carries per-record errors (every record failed).
+        ``data`` array is returned, because it carries per-record errors (every record failed). Without
+        ``replay_safe`` a failure after which Zoho may have acted raises ZohoOutcomeUnknown unretried.
         """
         path = template.format(module=module) if module is not None else template
         data = None
@@ -665,12 +675,17 @@ class ZohoClient:
                         timeout=self.timeout,
                     )
             except _TRANSPORT_ERRORS as exc:
+                if not replay_safe and not _never_sent(exc):
+                    raise ZohoOutcomeUnknown(
+                        None, "OUTCOME_UNKNOWN",
+                        f"{method} {template}: {type(exc).__name__} after the request was sent; not re-sent",
+                    ) from None
                 if attempt >= self.max_retries:
                     raise ZohoError(
                         None,
                         "CONNECTION_ERROR",
                         f"{method} {template}: {type(exc).__name__} after {attempt + 1} attempts",
-                    ) from exc
+                    ) from None
                 self._backoff(attempt, None, f"{method} {template}: {type(exc).__name__}")
                 attempt += 1
                 continue
@@ -695,6 +710,9 @@ class ZohoClient:
                 # The day's credits are gone (Zoho said so in its last X-API-CREDITS-REMAINING); a
                 # retry within seconds cannot succeed, so fail now instead of burning the backoff.
                 raise _error_from(status, body, f"{method} {template}: the org's daily API credits are used up")
+            if status >= 500 and not replay_safe:
+                error = _error_from(status, body, f"{method} {template}: Zoho answered {status}; not re-sent")
+                raise ZohoOutcomeUnknown(status, "OUTCOME_UNKNOWN", str(error)) from None
             if status == 429 or status >= 500:
                 if attempt >= self.max_retries:
                     raise _error_from(status, body, f"{method} {template} failed after {attempt + 1} attempts")
@@ -759,6 +777,19 @@ class ZohoClient:
             if secret:
                 message = message.replace(secret, "***")
         self._log_sink(message)
+
+
+def _never_sent(exc: Exception) -> bool:
+    """Whether a transport error happened before the request could reach the server (nothing to undo)."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        from urllib3.exceptions import NewConnectionError
+
+        reason = exc.args[0] if exc.args else None
+        reason = getattr(reason, "reason", reason)  # MaxRetryError wraps the cause
+        return isinstance(reason, NewConnectionError)
+    return False
 
 
 def _error_from(status: int, body: Any, context: str) -> ZohoError:

@@ -20,6 +20,7 @@ from cbzoho_pipeline.zoho.client import (
     ZohoAuthError,
     ZohoClient,
     ZohoError,
+    ZohoOutcomeUnknown,
     coql_literal,
     format_zoho_datetime,
     parse_zoho_datetime,
@@ -398,11 +399,14 @@ def test_retries_on_429_and_500_lose_and_duplicate_nothing(sandbox):
     slept = SleepRecorder()
     client = make_client(sandbox, max_retries=20, sleep=slept)
     client.users()  # token first, so the dice below only hit API calls of this org
+    client.upsert("Contacts", [contact(i) for i in range(300)][:100], duplicate_check_fields=["Email"])
+    client.upsert("Contacts", [contact(i) for i in range(300)][100:200], duplicate_check_fields=["Email"])
+    client.upsert("Contacts", [contact(i) for i in range(300)][200:], duplicate_check_fields=["Email"])
     sandbox.faults(api="zoho", tenant=ORG, p429=0.3, p500=0.2)
 
-    for start in range(0, 300, 100):
-        batch = [contact(i) for i in range(start, start + 100)]
-        results = client.upsert("Contacts", batch, duplicate_check_fields=["Email"])
+    for start in range(0, 300, 100):  # updates by id are safe to send again, so 429 and 500 are retried
+        ids = [str(r["id"]) for r in sandbox.dump(ORG, "Contacts")][start:start + 100]
+        results = client.update("Contacts", [{"id": i, "Title": "retried"} for i in ids])
         assert all(r.ok for r in results), [r for r in results if not r.ok][:3]
     pages = list(client.iter_records("Contacts", ["Email"], per_page=10))  # many calls, many dice rolls
 
@@ -439,12 +443,10 @@ def test_dropped_connections_are_retried(sandbox):
     slept = SleepRecorder()
     client = make_client(sandbox, max_retries=20, sleep=slept)
     client.users()
+    for start in range(0, 200, 100):
+        client.upsert("Contacts", [contact(i) for i in range(start, start + 100)], duplicate_check_fields=["Email"])
     sandbox.faults(api="zoho", tenant=ORG, pdrop=0.3)
 
-    for start in range(0, 200, 100):
-        batch = [contact(i) for i in range(start, start + 100)]
-        results = client.upsert("Contacts", batch, duplicate_check_fields=["Email"])
-        assert all(r.ok for r in results)
     pages = list(client.iter_records("Contacts", ["Email"], per_page=20))
 
     assert zoho_stats(sandbox)["faults_injected"].get("drop", 0) > 0
@@ -560,3 +562,47 @@ def test_datetime_helpers_refuse_naive_values():
 def test_coql_literal(value, expected):
     assert coql_literal(value) == expected
 
+
+
+# ------------------------------------------------------------------------------------------ lost answers
+
+
+@pytest.mark.parametrize("fault", [{"papply_drop": 1.0}, {"papply_late": 1.0, "late_seconds": 1.5}, {"p500": 1.0}])
+@pytest.mark.parametrize("method", ["insert", "upsert"])
+def test_a_create_whose_outcome_is_unknown_is_never_sent_again(sandbox, fault, method):
+    client = make_client(sandbox, timeout=0.5)
+    client.users()
+    sandbox.faults(api="zoho", tenant=ORG, writes_only=True, **fault)
+    no_email = {"Last_Name": "Nobody"}  # nothing an upsert could match on
+    with pytest.raises(ZohoOutcomeUnknown) as caught:
+        getattr(client, method)("Contacts", [no_email])
+    assert caught.value.code == "OUTCOME_UNKNOWN"
+    write = "POST /crm/v8/{module}" + ("/upsert" if method == "upsert" else "")
+    assert endpoint_calls(sandbox, write) == 1  # sent once, never re-sent blindly
+    applied = 0 if "p500" in fault else 1  # the 500 fault strikes before the API acts
+    assert len(sandbox.dump(ORG, "Contacts")) == applied
+
+
+def test_an_update_whose_answer_is_lost_is_sent_again_and_converges(sandbox):
+    client = make_client(sandbox, max_retries=5)
+    [created] = client.insert("Contacts", [contact(1)])
+    sandbox.faults(api="zoho", tenant=ORG, papply_drop=1.0, writes_only=True)
+    with pytest.raises(ZohoError) as caught:
+        client.update("Contacts", [{"id": created.id, "Title": "CEO"}])
+    assert caught.value.code == "CONNECTION_ERROR"  # retried until the retries ran out: no OUTCOME_UNKNOWN
+    assert endpoint_calls(sandbox, "PUT /crm/v8/{module}") == 6
+    [held] = sandbox.dump(ORG, "Contacts")
+    assert held["Title"] == "CEO"
+
+
+def test_a_create_that_never_reached_the_server_is_retried(sandbox):
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on: the connection is refused, nothing was sent
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    slept = SleepRecorder()
+    client = make_client(sandbox, api_domain=f"http://127.0.0.1:{port}", max_retries=2, sleep=slept)
+    with pytest.raises(ZohoError) as caught:
+        client.insert("Contacts", [contact(1)])
+    assert caught.value.code == "CONNECTION_ERROR" and len(slept.delays) == 2

@@ -7,6 +7,7 @@ session's sandbox through CBZOHO_SANDBOX_INFO, exactly as a user's script would.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,17 +89,21 @@ class E2E:
                           refresh_token=z["refresh_token"])
 
     # -------------------------------------------------------------------------------------- runs
-    def sync(self, site: str = "acme-test", *, full_resync: bool = False, instance=None) -> SyncOutcome:
+    def sync(self, site: str = "acme-test", *, full_resync: bool = False, instance=None,
+             zoho: dict[str, Any] | None = None) -> SyncOutcome:
+        """One sync through the Dagster job; `zoho` sets the Zoho resource's config (e.g. timeout_seconds)."""
         from cbzoho_pipeline.definitions import defs
 
-        run_config = None
+        run_config: dict[str, Any] = {}
         if full_resync:
             ops = {n: {"config": {"full_resync": True}} for n in (
                 "chargebee_customers", "chargebee_subscriptions", "zoho_accounts", "zoho_contacts", "zoho_deals")}
-            run_config = {"ops": ops}
+            run_config["ops"] = ops
+        if zoho:
+            run_config["resources"] = {"zoho": {"config": zoho}}
         job = defs.resolve_job_def("cbzoho_sync")
         result = job.execute_in_process(partition_key=site, instance=instance or dg.DagsterInstance.ephemeral(),
-                                        raise_on_error=False, run_config=run_config)
+                                        raise_on_error=False, run_config=run_config or None)
         outcome = SyncOutcome(result)
         for evaluation in result.get_asset_check_evaluations():
             outcome.checks[f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"] = evaluation
@@ -112,6 +117,11 @@ class E2E:
     # -------------------------------------------------------------------------------------- observations
     def zoho(self, module: str, org: str = "sandbox") -> list[dict]:
         return self.sandbox.dump(org, module)
+
+    def state(self, org: str = "sandbox") -> dict[str, Counter]:
+        """Zoho's records as comparable values: per module, a multiset of records without ids and times,
+        lookups replaced by the name of what they point to. Equal states hold the same records, no more."""
+        return zoho_state(self.sandbox, org)
 
     def writes(self, org: str = "sandbox") -> int:
         calls = self.sandbox.stats()["zoho"][org]["calls"]
@@ -146,6 +156,38 @@ def e2e(sandbox, tmp_path, monkeypatch) -> E2E:
     monkeypatch.setenv("CBZOHO_SETTINGS", str(settings))
     # The sandbox's accounts server rate-limits token minting as Zoho does; every test starts from a reset.
     return E2E(sandbox, home, settings)
+
+
+VOLATILE_FIELDS = {"id", "Created_Time", "Modified_Time", "Created_By", "Modified_By", "Owner"}
+
+
+def zoho_state(sandbox, org: str) -> dict[str, Counter]:
+    state: dict[str, Counter] = {}
+    for module in ("Accounts", "Contacts", "Deals"):
+        rows = Counter()
+        for record in sandbox.dump(org, module):
+            items = []
+            for key, value in sorted(record.items()):
+                if key in VOLATILE_FIELDS or value in (None, "", [], {}):
+                    continue
+                if isinstance(value, dict):
+                    value = value.get("name") or value.get("id")
+                items.append((key, json.dumps(value, sort_keys=True, default=str)))
+            rows[tuple(items)] += 1
+        state[module] = rows
+    return state
+
+
+def state_diff(got: dict[str, Counter], want: dict[str, Counter]) -> dict[str, dict[str, int]]:
+    """Per module: duplicates (a wanted record held more than once), missing and extra records."""
+    diff = {}
+    for module in want:
+        g, w = got.get(module, Counter()), want[module]
+        duplicates = sum(g[k] - w[k] for k in w if g[k] > w[k])
+        missing = sum(w[k] - g[k] for k in w if g[k] < w[k])
+        extra = sum(n for k, n in g.items() if k not in w)
+        diff[module] = {"duplicates": duplicates, "missing": missing, "extra": extra}
+    return diff
 
 
 def by(records: list[dict], key: str) -> dict[str, dict]:
