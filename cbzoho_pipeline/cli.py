@@ -32,9 +32,6 @@ COUNT_KEYS = ("created", "updated", "unchanged", "skipped", "errors")
 
 
 def _quiet_dagster() -> None:
-    import warnings
-
-    warnings.filterwarnings("ignore")
     import logging
 
     logging.getLogger("dagster").setLevel(logging.WARNING)

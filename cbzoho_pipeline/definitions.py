@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import warnings
-
 import dagster as dg
 
-warnings.filterwarnings("ignore", category=dg.BetaWarning)
-warnings.filterwarnings("ignore", category=dg.PreviewWarning)
-
-from cbzoho_pipeline.assets.jobs import build_autosync_schedule, disconnect_job, sync_job  # noqa: E402
-from cbzoho_pipeline.assets.sync import SYNC_ASSETS, duplicate_emails_in_zoho  # noqa: E402
-from cbzoho_pipeline.chargebee.resources import ChargebeeResource  # noqa: E402
-from cbzoho_pipeline.warehouse.resources import WarehouseResource  # noqa: E402
-from cbzoho_pipeline.zoho.resources import ZohoResource  # noqa: E402
+from cbzoho_pipeline.assets.jobs import build_autosync_schedule, disconnect_job, sync_job
+from cbzoho_pipeline.assets.sync import SYNC_ASSETS, duplicate_emails_in_zoho
+from cbzoho_pipeline.chargebee.resources import ChargebeeResource
+from cbzoho_pipeline.warehouse.resources import WarehouseResource
+from cbzoho_pipeline.zoho.resources import ZohoResource
 
 RESOURCES = {
     "chargebee": ChargebeeResource(),

@@ -13,7 +13,6 @@ from cbzoho_pipeline.warehouse.resources import disconnection
 sync_job = dg.define_asset_job(
     "cbzoho_sync",
     selection=dg.AssetSelection.assets(*SYNC_ASSETS) | dg.AssetSelection.checks(duplicate_emails_in_zoho),
-    partitions_def=SITES,
     description="One sync of one site: extract, snapshot, plan, push. Launch it for a site ('Sync Now').",
     tags={"cbzoho/kind": "sync"},
 )

@@ -9,7 +9,6 @@ from typing import Any
 
 import dagster as dg
 import pandas as pd
-from dagster_pandera import pandera_schema_to_dagster_type
 
 from cbzoho_pipeline.assets.partitions import SITES
 from cbzoho_pipeline.chargebee import extract as cb_extract
@@ -66,13 +65,12 @@ def _md_table(rows: list[dict[str, Any]], limit: int = 50) -> dg.MetadataValue:
 # --------------------------------------------------------------------------------------------- chargebee
 def _extract_asset(stream: str, contract: Any):
     name = f"chargebee_{stream}"
-    contract_type = pandera_schema_to_dagster_type(contract)
 
     @dg.asset(
         name=name,
         **_common("chargebee"),
         tags={"source": "chargebee"},
-        metadata={"dagster/column_schema": contract_type.metadata["schema"].schema,
+        metadata={"dagster/column_schema": schemas.table_schema(contract),
                   "dagster/table_name": f"cb_{stream}"},
         check_specs=[
             dg.AssetCheckSpec("contract", asset=name, blocking=True,
@@ -279,7 +277,7 @@ SYNC_ASSETS = [
 ]
 
 
-@dg.asset_check(asset=zoho_contacts, partitions_def=SITES, description="Emails held by more than one Zoho contact: customers with "
+@dg.asset_check(asset=zoho_contacts, description="Emails held by more than one Zoho contact: customers with "
                 "such an email cannot be matched and become sync errors.")
 def duplicate_emails_in_zoho(context: dg.AssetCheckExecutionContext,
                              warehouse: WarehouseResource) -> dg.AssetCheckResult:

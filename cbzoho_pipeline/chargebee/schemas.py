@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import dagster as dg
 import pandas as pd
 import pandera.pandas as pa
 
@@ -147,6 +148,27 @@ def row_rejects(stream: str, objects: list[dict[str, Any]]) -> list[tuple[str, i
             out.setdefault(int(index), f"{case.get('column')}: {reason} ({str(case.get('failure_case'))[:60]!r})")
         return [(str(objects[i]["id"]), objects[i].get("resource_version"), reason) for i, reason in sorted(out.items())]
     return []
+
+
+def table_schema(schema: pa.DataFrameSchema) -> dg.TableSchema:
+    """The contract as the asset's Columns panel shows it: name, dtype, nullable, unique and each check."""
+
+    def label(check: pa.Check) -> str:
+        return str(check.description or check.error or check.name)
+
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                name=str(name),
+                type=str(column.dtype),
+                description=column.description,
+                constraints=dg.TableColumnConstraints(nullable=column.nullable, unique=column.unique,
+                                                      other=[label(c) for c in column.checks]),
+            )
+            for name, column in schema.columns.items()
+        ],
+        constraints=dg.TableConstraints(other=[label(c) for c in schema.checks]),
+    )
 
 
 def _schemas(stream: str) -> tuple[pa.DataFrameSchema, pa.DataFrameSchema]:
