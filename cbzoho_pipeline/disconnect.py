@@ -13,6 +13,8 @@ from typing import Any
 from cbzoho_pipeline.settings import load_settings
 from cbzoho_pipeline.warehouse.resources import disconnected_marker, disconnection
 from cbzoho_pipeline.zoho.client import ZohoClient, ZohoError
+from cbzoho_pipeline.zoho.resources import token_file
+from cbzoho_pipeline.zoho.tokens import FileTokenCache
 
 
 def disconnect(site_name: str) -> dict[str, Any]:
@@ -30,6 +32,7 @@ def disconnect(site_name: str) -> dict[str, Any]:
         revoked, problem = False, str(exc)
     finally:
         client.close()
+    FileTokenCache(token_file(site.name), "").clear()  # the stored access token goes, revoked or not
     record = {"at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "token_revoked": revoked}
     if problem:
         record["revoke_problem"] = problem

@@ -239,6 +239,7 @@ class ZohoClient:
         clock: Callable[[], float] = time.monotonic,
         jitter: bool = True,
         token_refresh_margin: float = 60.0,
+        token_cache: Any = None,
     ):
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
@@ -261,6 +262,8 @@ class ZohoClient:
         self._jitter = jitter
         self._rng = random.Random()
         self._token_refresh_margin = token_refresh_margin
+        # Shared with other clients and processes of the same credentials (zoho/tokens.py), or None.
+        self._token_cache = token_cache
 
         self._session = requests.Session()
         # Our own loop does the retrying; the pool must hold as many connections as may be in flight.
@@ -273,6 +276,7 @@ class ZohoClient:
         self._token_lock = threading.Lock()
         self._access_token: str | None = None
         self._token_deadline = 0.0
+        self._token_lifetime = 0.0
         self._stats_lock = threading.Lock()
         self.calls: collections.Counter = collections.Counter()
         self.credits_remaining: int | None = None
@@ -560,20 +564,49 @@ class ZohoClient:
         with self._token_lock:
             self._access_token = None
             self._token_deadline = 0.0
+            if self._token_cache is not None:
+                self._token_cache.clear()
         self._log("zoho: refresh token revoked")
 
     def _current_token(self) -> str:
         with self._token_lock:
             if self._access_token is None or self._clock() >= self._token_deadline:
-                self._fetch_token()
+                if self._token_cache is None:
+                    self._fetch_token()
+                else:
+                    with self._token_cache.locked():  # one process mints; the others adopt its token
+                        if not self._adopt_cached_token():
+                            self._fetch_token()
+                            assert self._access_token is not None
+                            self._token_cache.save(self._access_token, self.api_domain, self._token_lifetime)
             assert self._access_token is not None
             return self._access_token
+
+    def _adopt_cached_token(self) -> bool:
+        cached = self._token_cache.load()
+        if cached is None:
+            return False
+        left = self._token_cache.seconds_left(cached)
+        margin = min(self._token_refresh_margin, left / 10) if left > 0 else 0.0
+        if left <= self._token_refresh_margin:  # about to expire: a new one is due
+            return False
+        if self._fixed_api_domain is None:
+            if not cached.api_domain:
+                return False
+            self.api_domain = cached.api_domain
+        self._access_token = cached.access_token
+        self._token_deadline = self._clock() + left - margin
+        self._log(f"zoho: reusing the site's access token (valid {int(left)}s more)")
+        return True
 
     def _token_rejected(self, rejected: str) -> None:
         """Drop ``rejected`` unless another thread already replaced it; the next call fetches anew."""
         with self._token_lock:
             if self._access_token == rejected:
                 self._access_token = None
+            if self._token_cache is not None:
+                with self._token_cache.locked():
+                    self._token_cache.discard(rejected)
 
     def _fetch_token(self) -> None:
         """Refresh grant against the accounts server; caller holds ``_token_lock``."""
@@ -623,6 +656,7 @@ class ZohoClient:
         self._access_token = str(body["access_token"])
         raw_expiry = body.get("expires_in")
         expires_in = float(raw_expiry) if raw_expiry is not None else 3600.0
+        self._token_lifetime = expires_in
         margin = min(self._token_refresh_margin, expires_in / 10)
         self._token_deadline = self._clock() + expires_in - margin
         if self._fixed_api_domain is None:

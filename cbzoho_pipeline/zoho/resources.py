@@ -1,8 +1,9 @@
 """Dagster resource that hands assets a Zoho CRM client for a site.
 
-Clients are kept per process and per credentials, so every asset of a run (and later runs in the same
-process) reuses one access token instead of minting a new one: Zoho allows only ten new access tokens per
-refresh token in ten minutes.
+Clients are kept per process and per credentials, and their access token is shared through the site's
+token file (zoho/tokens.py) with every other run and process of the site, so a token is minted about once
+an hour whatever the number of syncs: Zoho allows only ten new access tokens per refresh token in ten
+minutes.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import threading
 
 import dagster as dg
 
-from cbzoho_pipeline.settings import Site
+from cbzoho_pipeline.settings import Site, site_dir
 from cbzoho_pipeline.zoho.client import ZohoClient
+from cbzoho_pipeline.zoho.tokens import FileTokenCache, credentials_fingerprint
 
 _CLIENTS: dict[str, ZohoClient] = {}
 _LOCK = threading.Lock()
@@ -42,6 +44,18 @@ class ZohoResource(dg.ConfigurableResource):
                     client_secret=target.client_secret, refresh_token=target.refresh_token,
                     timeout=self.timeout_seconds, max_retries=self.max_retries,
                     max_concurrency=self.max_concurrency,
+                    token_cache=site_token_cache(site),
                 )
                 _CLIENTS[fingerprint] = client
             return client
+
+
+def token_file(site_name: str):
+    return site_dir(site_name) / "zoho_token.json"
+
+
+def site_token_cache(site: Site) -> FileTokenCache:
+    """The site's shared access-token file, keyed by its current credentials."""
+    target = site.zoho()
+    return FileTokenCache(token_file(site.name),
+                          credentials_fingerprint(target.accounts_url, target.client_id, target.refresh_token))

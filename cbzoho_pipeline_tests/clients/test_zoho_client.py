@@ -11,7 +11,9 @@ literal helpers.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -606,3 +608,75 @@ def test_a_create_that_never_reached_the_server_is_retried(sandbox):
     with pytest.raises(ZohoError) as caught:
         client.insert("Contacts", [contact(1)])
     assert caught.value.code == "CONNECTION_ERROR" and len(slept.delays) == 2
+
+
+# ------------------------------------------------------------------------------------------ shared tokens
+
+
+def cached_client(sandbox, path, **overrides) -> ZohoClient:
+    from cbzoho_pipeline.zoho.tokens import FileTokenCache, credentials_fingerprint
+
+    creds = sandbox.zoho(ORG)
+    cache = FileTokenCache(path, credentials_fingerprint(creds["accounts_url"], creds["client_id"],
+                                                         creds["refresh_token"]))
+    return make_client(sandbox, token_cache=cache, **overrides)
+
+
+def test_clients_of_one_site_share_one_token_through_an_owner_only_file(sandbox, tmp_path):
+    path = tmp_path / "zoho_token.json"
+    for _ in range(12):  # twelve runs: Zoho would refuse the eleventh new token within ten minutes
+        client = cached_client(sandbox, path)
+        client.users()
+        client.close()
+    assert token_calls(sandbox) == 1
+    assert path.stat().st_mode & 0o777 == 0o600
+    stored = path.read_text()
+    creds = sandbox.zoho(ORG)
+    assert creds["refresh_token"] not in stored and creds["client_secret"] not in stored
+
+
+def test_processes_starting_together_mint_one_token(sandbox, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    path = tmp_path / "zoho_token.json"
+    script = (
+        "import json, sys\n"
+        "from cbzoho_pipeline.zoho.client import ZohoClient\n"
+        "from cbzoho_pipeline.zoho.tokens import FileTokenCache, credentials_fingerprint\n"
+        "c = json.loads(sys.argv[1])\n"
+        "cache = FileTokenCache(sys.argv[2], credentials_fingerprint(c['accounts_url'], c['client_id'], "
+        "c['refresh_token']))\n"
+        "ZohoClient(accounts_url=c['accounts_url'], api_domain=c['api_domain'], client_id=c['client_id'], "
+        "client_secret=c['client_secret'], refresh_token=c['refresh_token'], token_cache=cache).users()\n"
+    )
+    creds = json.dumps({k: v for k, v in sandbox.zoho(ORG).items() if k in CREDENTIAL_KEYS})
+    procs = [subprocess.Popen([sys.executable, "-c", script, creds, str(path)]) for _ in range(4)]
+    assert [p.wait(timeout=60) for p in procs] == [0, 0, 0, 0]
+    assert token_calls(sandbox) == 1
+
+
+def test_a_token_about_to_expire_or_rejected_is_replaced_in_the_file(sandbox, tmp_path):
+    path = tmp_path / "zoho_token.json"
+    cached_client(sandbox, path).users()
+    first = json.loads(path.read_text())["access_token"]
+    sandbox.control("POST", "zoho/sandbox/expire_tokens", {})  # Zoho kills it early: 401 INVALID_TOKEN
+    cached_client(sandbox, path).users()
+    second = json.loads(path.read_text())["access_token"]
+    assert second != first and token_calls(sandbox) == 2
+
+    data = json.loads(path.read_text())
+    data["expires_at"] = time.time() + 30  # inside the refresh margin: not worth adopting
+    path.write_text(json.dumps(data))
+    cached_client(sandbox, path).users()
+    assert token_calls(sandbox) == 3
+
+
+def test_new_credentials_never_pick_up_the_old_token(sandbox, tmp_path):
+    from cbzoho_pipeline.zoho.tokens import FileTokenCache
+
+    path = tmp_path / "zoho_token.json"
+    cached_client(sandbox, path).users()
+    other = FileTokenCache(path, "another-refresh-token's-fingerprint")
+    assert other.load() is None

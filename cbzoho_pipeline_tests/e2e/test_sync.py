@@ -220,8 +220,11 @@ def test_disconnect_revokes_the_token_stops_syncs_and_keeps_history(e2e):
 
     e2e.add_customer(id="c1", last_name="Kept", email="kept@example.com")
     assert e2e.sync().success
+    token_file = e2e.home / "sites" / "acme-test" / "zoho_token.json"
+    assert token_file.exists()  # the access token kept for the next runs...
     result = disconnect("acme-test")
     assert result["status"] == "disconnected" and result["token_revoked"] is True
+    assert not token_file.exists()  # ...goes with the disconnect
     z = e2e.sandbox.zoho("sandbox")
     import requests
 
@@ -236,6 +239,17 @@ def test_disconnect_revokes_the_token_stops_syncs_and_keeps_history(e2e):
     assert "disconnected" in failure.event_specific_data.error.message
     assert e2e.sandbox.stats()["zoho"]["sandbox"]["calls_total"] == 0
     assert e2e.links("Contacts") == {"c1": by(e2e.zoho("Contacts"), "Email")["kept@example.com"]["id"]}
+
+
+def test_thirty_syncs_in_ten_minutes_mint_one_access_token(e2e):
+    """Every `cbzoho sync` is a new process; the site's token file is what they share."""
+    from cbzoho_pipeline.zoho import resources
+
+    e2e.add_customer(id="c1", last_name="Often", email="often@example.com")
+    for _ in range(30):
+        resources._CLIENTS.clear()  # as a new process would start: no client in memory
+        assert e2e.sync().success
+    assert e2e.sandbox.stats()["zoho_accounts"]["calls"].get("POST /oauth/v2/token") == 1
 
 
 def test_two_launches_of_one_site_never_overlap(e2e, tmp_path):
