@@ -177,6 +177,39 @@ def _cmd_reconnect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_check_settings(args: argparse.Namespace) -> int:
+    """Validate the settings file and print every site's effective settings; credentials by variable name only."""
+    import json
+    import os
+
+    from cbzoho_pipeline.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings(Path(args.file) if args.file else None)
+    except SettingsError as exc:
+        print(f"cbzoho check-settings: the settings are not valid:\n{exc}", file=sys.stderr)
+        return 2
+    sandbox_info = os.environ.get("CBZOHO_SANDBOX_INFO")
+
+    def emit(values: dict, indent: int) -> None:
+        for key, value in values.items():
+            if isinstance(value, dict) and value:
+                print(f"{' ' * indent}{key}:")
+                emit(value, indent + 2)
+                continue
+            note = ""
+            if key.endswith("_env"):  # the variable's name and whether it is set; its value is never read out
+                note = "  # set" if os.environ.get(value) else "  # NOT SET"
+            elif key == "sandbox" and value is True:
+                note = (f"  # URLs and credentials come from CBZOHO_SANDBOX_INFO={sandbox_info}" if sandbox_info
+                        else "  # CBZOHO_SANDBOX_INFO is not set: the URLs and variables below are used")
+            print(f"{' ' * indent}{key}: {json.dumps(value)}{note}")
+
+    print(f"# {settings.source}: valid; the effective settings, defaults filled in")
+    emit(settings.effective(), 0)
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from cbzoho_pipeline.demo import run_demo
 
@@ -219,6 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
     rc = sub.add_parser("reconnect", help="allow a disconnected site to sync again (with new credentials)")
     rc.add_argument("--site", required=True)
     rc.set_defaults(func=_cmd_reconnect)
+
+    cs = sub.add_parser("check-settings", help="validate the settings file and print each site's effective "
+                        "rules; exit 0 valid, 2 not")
+    cs.add_argument("--file", help="settings file (default: $CBZOHO_SETTINGS, else ./cbzoho.yaml, else the bundled "
+                    "default_settings.yaml)")
+    cs.set_defaults(func=_cmd_check_settings)
 
     dm = sub.add_parser("demo", help="start the seeded sandbox and the Dagster UI wired to it")
     dm.add_argument("--port", type=int, default=3000, help="Dagster UI port (default: 3000)")

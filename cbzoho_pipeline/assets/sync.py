@@ -41,8 +41,19 @@ class MetadataConfig(dg.Config):
     """Reuse Zoho's users, fields and pipelines if read this recently (saves six calls a run)."""
 
 
+_RUN_SITES: dict[tuple[str, str], Site] = {}  # (run id, site) -> the site as its run first read it
+_RUN_SITES_KEPT = 32  # runs of one process are sequential (in-process executor): a few entries suffice
+
+
 def site_for(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> Site:
-    site = load_settings().site(context.partition_key)
+    """The site of this run, read from the settings once per run: an edit to the file mid-run applies to the
+    next run, never to half of this one."""
+    key = (context.run.run_id, context.partition_key)
+    site = _RUN_SITES.get(key)
+    if site is None:
+        site = _RUN_SITES[key] = load_settings().site(context.partition_key)
+        while len(_RUN_SITES) > _RUN_SITES_KEPT:
+            del _RUN_SITES[next(iter(_RUN_SITES))]
     gone = disconnection(site.name)
     if gone is not None:
         raise dg.Failure(
