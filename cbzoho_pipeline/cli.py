@@ -38,11 +38,32 @@ def _quiet_dagster() -> None:
 
 
 def _instance():
+    """The Dagster instance at DAGSTER_HOME (ephemeral without it), its storage created by one process only.
+
+    Two processes opening a fresh DAGSTER_HOME at once both create its SQLite storage and can corrupt it;
+    the first one in creates it under a lock file while the other waits.
+    """
+    import fcntl
     import os
 
     import dagster as dg
 
-    return dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    home = os.environ.get("DAGSTER_HOME")
+    if not home:
+        return dg.DagsterInstance.ephemeral()
+    Path(home).mkdir(parents=True, exist_ok=True)
+    fd = os.open(os.path.join(home, ".cbzoho-init.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        instance = dg.DagsterInstance.get()
+        # Touch every storage while holding the lock, so each is created (and migrated) exactly once.
+        instance.get_runs(limit=1)
+        instance.event_log_storage.get_event_records(
+            dg.EventRecordsFilter(event_type=dg.DagsterEventType.RUN_SUCCESS), limit=1)
+        instance.all_instigator_state()
+        return instance
+    finally:
+        os.close(fd)
 
 
 def _print_counts(counts: dict, errors: list[dict]) -> None:
@@ -57,20 +78,25 @@ def _print_counts(counts: dict, errors: list[dict]) -> None:
             print(f"  {e['module']:<9} {e['chargebee_id']:<28} {e['code']:<32} {e['message']}")
 
 
-def _open_errors(site: str) -> tuple[dict | None, list[dict]]:
-    from cbzoho_pipeline.warehouse.db import open_warehouse
-    from cbzoho_pipeline.warehouse.resources import warehouse_path
+def _site_status(site: str) -> dict | None:
+    """The site's published status (see warehouse/status.py); never opens a warehouse a sync may hold."""
+    from cbzoho_pipeline.warehouse.status import read_status
 
-    path = warehouse_path(site)
-    if not path.exists():
-        return None, []
-    with open_warehouse(path, read_only=True) as wh:
-        last = wh.last_run()
-        errors = [
-            {"module": r["module"], "chargebee_id": r["source_key"], "code": r["code"], "message": r["message"]}
-            for r in wh.errors().to_dict("records")
-        ]
-    return last, errors
+    return read_status(site)
+
+
+def _load_run_config(path: str | None) -> dict:
+    import yaml
+
+    if not path:
+        return {}
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise CliError(f"--run-config {path}: cannot read it ({exc})") from None
+    if not isinstance(data, dict):
+        raise CliError(f"--run-config {path}: expected a mapping such as 'resources: {{zoho: {{config: ...}}}}'")
+    return data
 
 
 def _cmd_sync(args: argparse.Namespace) -> int:
@@ -82,7 +108,9 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"cbzoho sync: {exc}", file=sys.stderr)
         return 2
+    extra_config = _load_run_config(args.run_config)
     from cbzoho_pipeline.definitions import defs
+    from cbzoho_pipeline.runs import reap_dead_runs
 
     job = defs.resolve_job_def("cbzoho_sync")
     # Progress (pages read, batches pushed) at INFO on stderr; Dagster's step-by-step DEBUG events stay out.
@@ -92,7 +120,13 @@ def _cmd_sync(args: argparse.Namespace) -> int:
             "chargebee_customers", "chargebee_subscriptions", "zoho_accounts", "zoho_contacts", "zoho_deals")}
         ops["zoho_metadata"] = {"config": {"max_age_minutes": 0}}
         run_config["ops"] = ops
+    for key, value in extra_config.items():
+        run_config[key] = {**run_config.get(key, {}), **value} if isinstance(value, dict) else value
     with _instance() as instance:
+        # A run of this site whose process died would keep the site's UI runs queued: free it first.
+        for _site, run_id, why in reap_dead_runs(instance, [args.site]):
+            print(f"cbzoho sync: an earlier run {run_id[:8]} of site {args.site!r} had died ({why}); "
+                  "marked it failed", file=sys.stderr)
         result = job.execute_in_process(partition_key=args.site, instance=instance, raise_on_error=False,
                                         run_config=run_config)
     if not result.success:
@@ -103,8 +137,9 @@ def _cmd_sync(args: argparse.Namespace) -> int:
                 event.event_specific_data, "error", None) else event.message
             print(f"  {event.step_key}: {message}", file=sys.stderr)
         return 2
-    last, errors = _open_errors(args.site)
-    counts = (last or {}).get("counts", {})
+    status = _site_status(args.site) or {}
+    counts = (status.get("last_run") or {}).get("counts", {})
+    errors = status.get("errors", [])
     if args.json:
         import json
 
@@ -118,36 +153,31 @@ def _cmd_sync(args: argparse.Namespace) -> int:
 def _cmd_status(args: argparse.Namespace) -> int:
     import json
 
-    import duckdb
-
     from cbzoho_pipeline.settings import SettingsError, load_settings
-    from cbzoho_pipeline.warehouse.resources import disconnection
+    from cbzoho_pipeline.warehouse.status import disconnection
 
     try:
         load_settings().site(args.site)
-        last, errors = _open_errors(args.site)
     except SettingsError as exc:
         print(f"cbzoho status: {exc}", file=sys.stderr)
         return 2
-    except duckdb.IOException:
-        print(f"cbzoho status: a sync of site {args.site!r} is running right now; try again when it ends",
-              file=sys.stderr)
-        return 2
+    status = _site_status(args.site) or {}
+    last = status.get("last_run")
+    errors = status.get("errors", [])
     gone = disconnection(args.site)
     if args.json:
         print(json.dumps({
             "site": args.site,
             "connected": gone is None,
             "disconnected_at": (gone or {}).get("at"),
-            "last_run": None if last is None else {
-                "run_id": last["run_id"], "finished_at": str(last["finished_at"]), "counts": last["counts"]},
+            "last_run": last,
             "errors": errors,
         }, indent=2))
         return 0
     if gone is not None:
         print(f"site {args.site}: DISCONNECTED at {gone.get('at')}")
     if last is None:
-        print(f"site {args.site}: no sync has run yet")
+        print(f"site {args.site}: no sync has finished yet")
         return 0
     print(f"site {args.site}: last sync {last['run_id']} finished {last['finished_at']}")
     _print_counts(last["counts"], errors)
@@ -218,6 +248,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cbzoho", description="Chargebee -> Zoho CRM sync on Dagster.")
+    parser.add_argument("--debug", action="store_true", help="print stack traces of unexpected errors")
     sub = parser.add_subparsers(dest="command", required=True)
 
     sb = sub.add_parser("sandbox", help="serve the local Chargebee + Zoho CRM sandbox over HTTP")
@@ -236,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--site", required=True)
     sy.add_argument("--full-resync", action="store_true", help="ignore cursors and read both sides in full")
     sy.add_argument("--json", action="store_true", help="print the counts and open errors as JSON")
+    sy.add_argument("--run-config", metavar="FILE",
+                    help="YAML Dagster run config merged into the run, e.g. resources: {zoho: {config: "
+                         "{timeout_seconds: 30}}}")
     sy.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                     help="progress written to stderr (default: INFO)")
     sy.set_defaults(func=_cmd_sync)
@@ -268,9 +302,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class CliError(Exception):
+    """A problem the user can fix, said in one line (exit 2)."""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print(f"cbzoho {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # `cbzoho status | head`: the reader stopped listening; nothing is wrong.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except CliError as exc:
+        print(f"cbzoho {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - the one place that turns any surprise into exit 2
+        if getattr(args, "debug", False):
+            import traceback
+
+            traceback.print_exc()
+        text = " ".join(str(exc).split()) or "(no message)"
+        print(f"cbzoho {args.command}: unexpected {type(exc).__name__}: {text} (run again with --debug for the "
+              "stack trace)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from cbzoho_pipeline.sync import plan as core
 from cbzoho_pipeline.sync.inputs import gather_plan_inputs
 from cbzoho_pipeline.sync.push import push_module
 from cbzoho_pipeline.warehouse.resources import WarehouseResource, disconnection
+from cbzoho_pipeline.warehouse.status import publish_status
 from cbzoho_pipeline.zoho import snapshot
 from cbzoho_pipeline.zoho.resources import ZohoResource
 
@@ -97,7 +98,7 @@ def _extract_asset(stream: str, contract: Any):
                warehouse: WarehouseResource) -> dg.MaterializeResult:
         site = site_for(context)
         client = chargebee.client(site)
-        with warehouse.open(site.name) as wh:
+        with warehouse.open(site.name, log=context.log.warning) as wh:
             result = cb_extract.extract(wh, client, stream, full_resync=config.full_resync, log=context.log.info)
             rejects = cb_extract.validate_rows(wh, stream) if result.ok else []
             total = wh.count(f"cb_{stream}")
@@ -145,7 +146,7 @@ chargebee_subscriptions = _extract_asset("subscriptions", schemas.SUBSCRIPTION_C
 def zoho_metadata(context: dg.AssetExecutionContext, config: MetadataConfig, zoho: ZohoResource,
                   warehouse: WarehouseResource) -> dg.MaterializeResult:
     site = site_for(context)
-    with warehouse.open(site.name) as wh:
+    with warehouse.open(site.name, log=context.log.warning) as wh:
         age = wh.meta_age_minutes("metadata")
         if age is not None and age < config.max_age_minutes:
             metadata = wh.meta("metadata")
@@ -179,7 +180,7 @@ def _snapshot_asset(module: str):
     def _asset(context: dg.AssetExecutionContext, config: ExtractConfig, zoho: ZohoResource,
                warehouse: WarehouseResource) -> dg.MaterializeResult:
         site = site_for(context)
-        with warehouse.open(site.name) as wh:
+        with warehouse.open(site.name, log=context.log.warning) as wh:
             metadata = wh.meta("metadata")
             org = org_meta.describe_org(metadata)
             extra = list(site.rules.extra_contact_fields.values()) if module == "Contacts" else []
@@ -212,7 +213,7 @@ zoho_deals = _snapshot_asset("Deals")
 )
 def sync_plan(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     site = site_for(context)
-    with warehouse.open(site.name) as wh:
+    with warehouse.open(site.name, log=context.log.warning) as wh:
         inputs = gather_plan_inputs(wh, site)
         rows = core.build_plan(inputs)
         frame = pd.DataFrame([r.as_dict() for r in rows], columns=list(core.PlanRow.__dataclass_fields__))
@@ -253,12 +254,13 @@ def _push_asset(module: str, deps: list):
                warehouse: WarehouseResource) -> dg.MaterializeResult:
         site = site_for(context)
         run_id = context.run.run_id
-        with warehouse.open(site.name) as wh:
+        with warehouse.open(site.name, log=context.log.warning) as wh:
             org = org_meta.describe_org(wh.meta("metadata"))
             counts = push_module(wh, zoho.client(site), module, run_id,
                                  external_field=org["contact_external_field"], log=context.log.info)
             open_errors = wh.errors(module)
             wh.record_run(run_id, "finished", {module: {**counts.as_metadata(), "open_errors": len(open_errors)}})
+            publish_status(site.name, wh)  # what `cbzoho status` reads without touching the warehouse
         error_rows = [
             {"chargebee_id": r["source_key"], "code": r["code"], "message": r["message"],
              "last_seen": str(r["last_seen"])[:19]}

@@ -10,6 +10,7 @@ API, or decide a business rule.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -391,10 +392,29 @@ class Warehouse:
                 "counts": json.loads(row[4])}
 
 
+def _connect(path: Path, read_only: bool, busy_timeout: float, on_busy) -> duckdb.DuckDBPyConnection:
+    """Connect, waiting up to `busy_timeout` seconds while another process has the file open."""
+    deadline = time.monotonic() + busy_timeout
+    delay = 0.05
+    told = False
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
+                raise
+            if on_busy is not None and not told:
+                on_busy(f"{path.name} is open in another process; waiting up to {busy_timeout:.0f} s for it")
+                told = True
+            time.sleep(delay)
+            delay = min(1.0, delay * 2)
+
+
 @contextmanager
-def open_warehouse(path: Path, *, read_only: bool = False) -> Iterator[Warehouse]:
+def open_warehouse(path: Path, *, read_only: bool = False, busy_timeout: float = 0.0,
+                   on_busy=None) -> Iterator[Warehouse]:
     """Open, migrate and close: connections are held only around the work, so the file lock is short."""
-    con = duckdb.connect(str(path), read_only=read_only)
+    con = _connect(path, read_only, busy_timeout, on_busy)
     try:
         wh = Warehouse(con)
         if not read_only:

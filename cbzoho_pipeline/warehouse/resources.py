@@ -23,8 +23,14 @@ from pydantic import PrivateAttr
 
 from cbzoho_pipeline.settings import site_dir
 from cbzoho_pipeline.warehouse.db import Warehouse, open_warehouse
+from cbzoho_pipeline.warehouse.status import disconnected_marker, disconnection  # noqa: F401 - re-exported
 
 PARTITION_TAG = "dagster/partition"
+
+
+# How long a sync waits for someone else's open handle on its DuckDB file (a person's DuckDB CLI, a
+# notebook) before it gives up: DuckDB refuses a writer while any other process has the file open.
+READER_GRACE_SECONDS = 120.0
 
 
 class SiteBusy(RuntimeError):
@@ -69,20 +75,6 @@ def _read_holder(path: Path) -> str:
         return "holder unknown"
 
 
-def disconnected_marker(site: str) -> Path:
-    return site_dir(site) / "disconnected.json"
-
-
-def disconnection(site: str) -> dict[str, Any] | None:
-    path = disconnected_marker(site)
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {"at": "unknown"}
-
-
 class WarehouseResource(dg.ConfigurableResource):
     """One DuckDB file per site under CBZOHO_HOME; holds the site's sync lock for the whole run."""
 
@@ -95,8 +87,13 @@ class WarehouseResource(dg.ConfigurableResource):
         if site:
             from contextlib import ExitStack
 
+            from cbzoho_pipeline.runs import heartbeat
+
             stack = ExitStack()
             log = context.log.info if context.log else None
+            # First say this process carries the run (so a run waiting for the lock is known alive)...
+            stack.enter_context(heartbeat(site, run.run_id))
+            # ...then wait for any other sync of the site to end.
             stack.enter_context(site_lock(site, timeout=self.lock_timeout_seconds,
                                           holder=f"dagster run {run.run_id[:8]}", on_wait=log))
             self._stack = stack
@@ -107,6 +104,6 @@ class WarehouseResource(dg.ConfigurableResource):
             self._stack = None
 
     @contextmanager
-    def open(self, site: str) -> Iterator[Warehouse]:
-        with open_warehouse(warehouse_path(site)) as wh:
+    def open(self, site: str, *, log=None) -> Iterator[Warehouse]:
+        with open_warehouse(warehouse_path(site), busy_timeout=READER_GRACE_SECONDS, on_busy=log) as wh:
             yield wh
