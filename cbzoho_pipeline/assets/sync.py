@@ -235,6 +235,26 @@ def sync_plan(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -
 
 
 # --------------------------------------------------------------------------------------------- push
+def _require_plan_of_this_run(context: dg.AssetExecutionContext, plan: tuple[str, Any] | None) -> None:
+    """Refuse to carry out a plan made by another run: Zoho may have changed since its snapshots were read.
+
+    A re-execution of a failed sync (same root run) may finish the plan its first attempt made; the rows
+    already pushed are marked so and are not written again.
+    """
+    run = context.run
+    allowed = {run.run_id, run.parent_run_id, run.root_run_id} - {None}
+    if plan is not None and plan[0] in allowed:
+        return
+    made = "no plan has been made yet" if plan is None else (
+        f"the stored plan was made by run {plan[0][:8]} at {str(plan[1])[:19]} UTC, from snapshots that may be "
+        "stale by now")
+    raise dg.Failure(
+        description=(f"nothing pushed: {made}. The push only carries out a plan made in the same run; "
+                     "materialize sync_plan together with the synced_* assets (or 'Materialize all')."),
+        allow_retries=False,
+    )
+
+
 def _push_asset(module: str, deps: list):
     name = f"synced_{module.lower()}"
 
@@ -255,6 +275,7 @@ def _push_asset(module: str, deps: list):
         site = site_for(context)
         run_id = context.run.run_id
         with warehouse.open(site.name, log=context.log.warning) as wh:
+            _require_plan_of_this_run(context, wh.latest_plan())
             org = org_meta.describe_org(wh.meta("metadata"))
             counts = push_module(wh, zoho.client(site), module, run_id,
                                  external_field=org["contact_external_field"], log=context.log.info)

@@ -290,6 +290,11 @@ class Warehouse:
             self.con.execute("INSERT OR REPLACE INTO plans VALUES (?, ?, ?::JSON)",
                              [plan_id, utcnow(), json.dumps(counts)])
 
+    def latest_plan(self) -> tuple[str, Any] | None:
+        """(plan_id, created_at) of the plan now stored, or None before the first plan."""
+        rows = self.con.execute("SELECT plan_id, created_at FROM plans ORDER BY created_at DESC LIMIT 1").fetchall()
+        return (rows[0][0], rows[0][1]) if rows else None
+
     def plan_rows(self, module: str, actions: tuple[str, ...] | None = None, *, unpushed: bool = True) -> list[dict]:
         sql = "SELECT * FROM plan WHERE module = ?"
         params: list[Any] = [module]
