@@ -7,7 +7,6 @@ tests never see each other's data, faults or call counts.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile

@@ -22,7 +22,8 @@ import re
 import time
 import uuid
 from collections import Counter
-from typing import Any, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 from urllib.parse import quote
 
 import requests
@@ -172,7 +173,7 @@ class ChargebeeClient:
         path = template
         for value in ids:
             segment = quote(str(value), safe="")
-            path = re.sub(r"\{[a-z_]+\}", lambda _match: segment, path, count=1)
+            path = re.sub(r"\{[a-z_]+\}", lambda _match, segment=segment: segment, path, count=1)
         url = self.base_url + path
         encoded = encode_params(params)
         headers = {"chargebee-idempotency-key": idempotency_key} if idempotency_key else {}

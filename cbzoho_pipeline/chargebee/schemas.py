@@ -146,7 +146,8 @@ def row_rejects(stream: str, objects: list[dict[str, Any]]) -> list[tuple[str, i
             check = str(case.get("check"))
             reason = {"zoho_accepts_email": "email is not an address Zoho CRM accepts"}.get(check, check)
             out.setdefault(int(index), f"{case.get('column')}: {reason} ({str(case.get('failure_case'))[:60]!r})")
-        return [(str(objects[i]["id"]), objects[i].get("resource_version"), reason) for i, reason in sorted(out.items())]
+        return [(str(objects[i]["id"]), objects[i].get("resource_version"), reason)
+                for i, reason in sorted(out.items())]
     return []
 
 

@@ -6,7 +6,7 @@ every test need an API that behaves like one on the wire. This module emulates t
 subscriptions and item prices with Chargebee's filters, sorting and opaque `next_offset` pagination, the
 write endpoints the demos use, idempotency keys, the per-site request-per-minute limit with HTTP 429 and
 `Retry-After`, and Chargebee's error bodies (including the legacy `error_code`/`error_msg` keys). Facts come
-from /work/shared/reference/chargebee-api.md and the recorded fixtures next to it.
+from Chargebee's API v2 reference and the recorded payloads in `cbzoho_pipeline_tests/fixtures/chargebee/`.
 
 What it must never do:
 - change an object handed to `load`: loaded objects are stored and listed back exactly as given (no keys
@@ -34,9 +34,10 @@ import threading
 import time
 from bisect import bisect_left, bisect_right, insort
 from collections import deque
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
@@ -758,7 +759,7 @@ def _ordered(obj: JSON, order: tuple[str, ...]) -> JSON:
 
 
 def _add_period(timestamp: int, unit: str, count: int) -> int:
-    moment = dt.datetime.fromtimestamp(timestamp, dt.timezone.utc)
+    moment = dt.datetime.fromtimestamp(timestamp, dt.UTC)
     if unit == "day":
         return timestamp + 86400 * count
     if unit == "week":

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import calendar
 import random
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 __all__ = [
     "ALWAYS_PRESENT_FROM",
@@ -283,7 +283,7 @@ _MONTH_DAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 def _add_months(ts: int, months: int) -> int:
     """`ts` moved by whole calendar months, the day clamped to the month's end (as billing dates are)."""
-    d = datetime.fromtimestamp(ts, timezone.utc)  # a conversion, not a clock read
+    d = datetime.fromtimestamp(ts, UTC)  # a conversion, not a clock read
     total = d.month - 1 + months
     year, month = d.year + total // 12, total % 12 + 1
     last = 29 if month == 2 and calendar.isleap(year) else _MONTH_DAYS[month - 1]
@@ -292,7 +292,7 @@ def _add_months(ts: int, months: int) -> int:
 
 def _current_term(start: int, now: int, now_dt: datetime, step: int) -> tuple[int, int]:
     """The billing term (start, end) containing `now` for a subscription anchored at `start`."""
-    s = datetime.fromtimestamp(start, timezone.utc)
+    s = datetime.fromtimestamp(start, UTC)
     elapsed = (now_dt.year - s.year) * 12 + now_dt.month - s.month
     k = max(0, elapsed // step * step)
     term_start = _add_months(start, k)
@@ -395,7 +395,7 @@ def generate_dataset(
     if not LEGACY_CUTOFF + 365 * _DAY <= now < 10**11:
         raise ValueError("now must be unix seconds after 2017-09-28 (legacy records predate 2016-09-28)")
     rng = random.Random(seed)
-    now_dt = datetime.fromtimestamp(now, timezone.utc)
+    now_dt = datetime.fromtimestamp(now, UTC)
     owner = {"id": str(zoho_user_ids[0])} if zoho_user_ids else None
 
     # ---- who gets which mess -------------------------------------------------------------------
@@ -427,7 +427,7 @@ def generate_dataset(
     dup_originals = sorted(i for i, k in email_kind.items() if k == "duplicate_email_original")
     dup_copies = sorted(i for i, k in email_kind.items() if k == "duplicate_email")
     rng.shuffle(dup_copies)
-    copy_of = dict(zip(dup_copies, dup_originals))
+    copy_of = dict(zip(dup_copies, dup_originals, strict=True))
 
     # shared companies: a pool of ~SHARED_COMPANY_SIZE customers per company, each company >= 2 customers
     shared_members = sorted(i for i, k in company_kind.items() if k == "shared_company")

@@ -20,7 +20,8 @@ import json
 import math
 import secrets
 import zlib
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
@@ -30,8 +31,16 @@ from starlette.routing import Route
 from cbzoho_pipeline.sandbox.zoho_coql import run_query
 from cbzoho_pipeline.sandbox.zoho_records import ApiError, ZohoData
 from cbzoho_pipeline.sandbox.zoho_schema import (
-    MODULE_INFO, MODULES, MetaIds, check_settings, deep_copy, default_settings, field_meta,
-    layout_meta, parse_offset, pipeline_meta,
+    MODULE_INFO,
+    MODULES,
+    MetaIds,
+    check_settings,
+    deep_copy,
+    default_settings,
+    field_meta,
+    layout_meta,
+    parse_offset,
+    pipeline_meta,
 )
 
 ALL_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH"]
@@ -318,7 +327,7 @@ async def _oauth_params(request: Request) -> dict[str, str]:
     return params
 
 
-def _note_automations(org: "ZohoOrg", body: Any) -> None:
+def _note_automations(org: ZohoOrg, body: Any) -> None:
     """Zoho runs workflows, approvals and blueprints on written records unless `trigger` is an empty list.
 
     The sandbox runs no automation, but counts the calls that would have fired some, so a test can prove

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import bisect
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from cbzoho_pipeline.sandbox.zoho_records import ApiError, format_time, parse_time
 from cbzoho_pipeline.sandbox.zoho_schema import MODULES, TIME_FIELDS, Field
@@ -304,7 +305,7 @@ def _kind(fld: Field) -> str:
 
 
 class Evaluator:
-    def __init__(self, data: "ZohoData"):
+    def __init__(self, data: ZohoData):
         self.data = data
         self.offset = data.offset
 
@@ -613,7 +614,7 @@ def credits_for_limit(limit: int) -> int:
     return 3
 
 
-def run_query(data: "ZohoData", body: Any) -> tuple[int, dict[str, Any] | None, int]:
+def run_query(data: ZohoData, body: Any) -> tuple[int, dict[str, Any] | None, int]:
     """(HTTP status, body or None for 204, credits)."""
     if not isinstance(body, dict) or not isinstance(body.get("select_query"), str) or not body["select_query"].strip():
         raise ApiError(400, "REQUIRED_PARAM_MISSING", "One of the expected parameter is missing",

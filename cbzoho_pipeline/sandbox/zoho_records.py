@@ -20,11 +20,17 @@ import datetime as dt
 import math
 import re
 import secrets
+from collections.abc import Iterable
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 from cbzoho_pipeline.sandbox.zoho_schema import (
-    MODULE_INFO, MODULES, TIME_FIELDS, Field, build_fields, parse_offset,
+    MODULE_INFO,
+    MODULES,
+    TIME_FIELDS,
+    Field,
+    build_fields,
+    parse_offset,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -221,7 +227,7 @@ class ModuleStore:
 class ZohoData:
     """Every record-level behaviour of one org; the org supplies settings, users and the clock."""
 
-    def __init__(self, org: "ZohoOrg"):
+    def __init__(self, org: ZohoOrg):
         self.org = org
         self.stores: dict[str, ModuleStore] = {m: ModuleStore(m) for m in MODULES}
         self.page_tokens: dict[str, dict[str, Any]] = {}

@@ -4,7 +4,7 @@ Why this exists: the sandbox Zoho org must accept, reject and describe record fi
 org does (types, lengths, mandatory and unique fields, external-ID fields, pipelines, multi-currency),
 and the same facts must feed three places that cannot drift apart: write validation, the
 `settings/fields` / `settings/layouts` / `settings/pipeline` metadata, and COQL column resolution.
-The facts come from the Zoho CRM v8 reference (/work/shared/reference/zoho-crm-api.md §15-§18).
+The facts come from the Zoho CRM v8 API reference (fields and layouts metadata, field rules, external IDs).
 
 What it must never do: hold records or per-request state, read the clock, or perform I/O. It is a
 pure description derived from an org's settings dict.

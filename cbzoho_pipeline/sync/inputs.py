@@ -24,7 +24,7 @@ def gather_plan_inputs(wh: Warehouse, site: Site) -> core.PlanInputs:
     metadata = wh.meta("metadata")
     org = org_meta.describe_org(metadata)
     owner_id, owner_error = org_meta.resolve_owner(metadata, site.rules.deal_owner_email)
-    rejects = {s: dict(zip(df["id"], df["reason"])) for s in ("customers", "subscriptions")
+    rejects = {s: dict(zip(df["id"], df["reason"], strict=True)) for s in ("customers", "subscriptions")
                for df in [wh.rejects(s)]}
     return core.PlanInputs(
         customers=wh.chargebee_objects("cb_customers"),

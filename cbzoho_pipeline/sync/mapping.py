@@ -6,7 +6,7 @@ Pure functions of their arguments: no I/O, no clock, no settings lookups. The pl
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -102,7 +102,7 @@ def zoho_date(unix_seconds: Any) -> str | None:
     """Zoho Date fields take yyyy-MM-dd; Chargebee timestamps are unix seconds (UTC)."""
     if unix_seconds is None:
         return None
-    return datetime.fromtimestamp(int(unix_seconds), tz=timezone.utc).strftime("%Y-%m-%d")
+    return datetime.fromtimestamp(int(unix_seconds), tz=UTC).strftime("%Y-%m-%d")
 
 
 def contact_fields(customer: dict[str, Any], extra: dict[str, str]) -> dict[str, Any]:

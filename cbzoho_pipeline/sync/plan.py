@@ -277,8 +277,9 @@ def plan_contacts(
                                     refs=refs))
             continue
 
-        current = by_id[match.zoho_id]  # linked or matched
-        link_refs = {"link": True} if match.status == "matched" else {}
+        assert match.zoho_id is not None  # linked or matched: both name the Zoho record
+        current = by_id[match.zoho_id]
+        link_refs: dict[str, Any] = {"link": True} if match.status == "matched" else {}
         if rule == "link_only":
             rows.append(PlanRow(CONTACTS, cid, "noop", zoho_id=match.zoho_id,
                                 reason=f"{match.reason or 'linked'}; rule matching_contact=link_only",
@@ -295,7 +296,8 @@ def plan_contacts(
                                 code=VALUE_TOO_LONG, refs=link_refs or None))
         elif changed:
             rows.append(PlanRow(CONTACTS, cid, "update", zoho_id=match.zoho_id, payload=changes,
-                                changed_fields=changed, reason=f"{match.reason or 'linked'}; rule matching_contact={rule}",
+                                changed_fields=changed,
+                                reason=f"{match.reason or 'linked'}; rule matching_contact={rule}",
                                 refs=link_refs or None))
         else:
             rows.append(PlanRow(CONTACTS, cid, "noop", zoho_id=match.zoho_id, reason=match.reason or "linked",
@@ -313,7 +315,7 @@ def _deal_config_errors(inputs: PlanInputs) -> tuple[str | None, dict[str, str]]
     if stages is None:
         known = ", ".join(sorted(inputs.pipelines)) or "none"
         return f"pipeline {rules.deal_pipeline!r} does not exist in Zoho CRM (pipelines: {known})", {}
-    per_status = {}
+    per_status: dict[str, str] = {}
     for status, stage in rules.deal_stages.items():
         if stage not in stages:
             per_status[status] = (f"stage {stage!r} (for subscription status {status!r}) is not a stage of pipeline "
@@ -341,8 +343,9 @@ def plan_deals(
         linked = inputs.deal_links.get(sid)
         zoho_id = linked if linked in deals_by_id else None
 
-        def row(action: str, reason: str, code: str | None = None, **kw: Any) -> None:
-            rows.append(PlanRow(DEALS, sid, action, zoho_id=kw.pop("zoho_id", zoho_id), reason=reason, code=code, **kw))
+        def row(action: str, reason: str, code: str | None = None, *, sid: str = sid, zoho_id: str | None = zoho_id,
+                **kw: Any) -> None:
+            rows.append(PlanRow(DEALS, sid, action, zoho_id=zoho_id, reason=reason, code=code, **kw))
 
         if sub.get("deleted"):
             row("skip", "deleted in Chargebee")
@@ -377,7 +380,8 @@ def plan_deals(
         if contact is None or contact.action in ("skip", "error") or (
             contact.action != "create" and not contact.zoho_id
         ):
-            why = "customer not in Chargebee extract" if contact is None else f"contact {contact.action}: {contact.reason}"
+            why = ("customer not in Chargebee extract" if contact is None
+                   else f"contact {contact.action}: {contact.reason}")
             if contact is not None and contact.action == "skip":
                 row("skip", f"customer's contact is not synced ({contact.reason})")
             else:
@@ -448,7 +452,8 @@ def build_plan(inputs: PlanInputs) -> list[PlanRow]:
             companies[key] = " ".join(str(customer["company"]).split())
     account_rows, account_refs = plan_accounts(inputs, companies)
     contact_rows = plan_contacts(inputs, matches, account_refs)
-    deal_rows = plan_deals(inputs, {r.source_key: r for r in contact_rows}, account_refs) if inputs.rules.sync_deals else []
+    deal_rows = (plan_deals(inputs, {r.source_key: r for r in contact_rows}, account_refs)
+                 if inputs.rules.sync_deals else [])
     return account_rows + contact_rows + deal_rows
 
 

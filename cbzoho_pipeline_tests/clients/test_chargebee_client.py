@@ -11,7 +11,8 @@ also lift the fault while "sleeping", so the retry that follows succeeds determi
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 

@@ -12,7 +12,8 @@ METADATA = {
     "fields": {
         "Contacts": [{"api_name": "Last_Name", "data_type": "text", "length": 80},
                      {"api_name": "Email", "data_type": "email", "length": 100},
-                     {"api_name": "Chargebee_Customer_ID", "data_type": "text", "length": 50, "external": {"type": "org"}}],
+                     {"api_name": "Chargebee_Customer_ID", "data_type": "text", "length": 50,
+                      "external": {"type": "org"}}],
         "Deals": [{"api_name": "Amount", "data_type": "currency", "length": 16},
                   {"api_name": "Currency", "data_type": "picklist",
                    "pick_list_values": [{"actual_value": "USD"}, {"actual_value": "EUR"}]}],

@@ -53,7 +53,8 @@ def row(rows: list[PlanRow], module: str, key: str) -> PlanRow:
 @pytest.mark.parametrize(
     "rule_no_match, rule_match, zoho, expected_action, expected_fields",
     [
-        ("create", "overwrite", [], "create", {"First_Name": "Ada", "Last_Name": "Lovelace", "Email": "c1@example.com"}),
+        ("create", "overwrite", [], "create",
+         {"First_Name": "Ada", "Last_Name": "Lovelace", "Email": "c1@example.com"}),
         ("skip", "overwrite", [], "skip", None),
         # matched by email, Zoho differs -> overwrite takes Chargebee's values
         ("create", "overwrite", [contact("z1", Email="C1@Example.com ", First_Name="Adah")], "update",

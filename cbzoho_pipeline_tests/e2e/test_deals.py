@@ -6,7 +6,7 @@ month in JPY (a zero-decimal currency); a yearly price is ten months' worth, so 
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 
@@ -17,7 +17,7 @@ DEFAULT_STAGES = {"active": "Closed Won", "non_renewing": "Negotiation/Review"}
 
 
 def created_date(subscription: dict) -> str:
-    return datetime.fromtimestamp(subscription["created_at"], tz=timezone.utc).strftime("%Y-%m-%d")
+    return datetime.fromtimestamp(subscription["created_at"], tz=UTC).strftime("%Y-%m-%d")
 
 
 def user_id(e2e, email: str) -> str:

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from .conftest import by
+from .conftest import by, site_settings
 
 RULE_COMBINATIONS = list(itertools.product(("create", "skip"), ("overwrite", "fill_blanks", "link_only"),
                                            ("create", "leave_empty")))
@@ -59,7 +59,7 @@ def test_every_rule_combination(e2e, no_match, on_match, no_account):
 
 def test_email_not_unique_in_zoho_is_a_sync_error_and_nothing_is_written(e2e):
     # the production org allows duplicate emails
-    e2e.configure(sites={"acme": __import__("cbzoho_pipeline_tests.e2e.conftest", fromlist=["x"]).site_settings("acme")})
+    e2e.configure(sites={"acme": site_settings("acme")})
     e2e.sandbox.load(zoho={"production": {"Contacts": [
         {"Last_Name": "One", "Email": "dup@example.com"}, {"Last_Name": "Two", "Email": "DUP@example.com"}]}})
     e2e.add_customer(site="acme", id="c_dup", last_name="Chargebee", email="dup@example.com")
