@@ -7,6 +7,7 @@ sync itself. Exit codes are part of the interface: 0 success, 1 finished with sy
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -74,8 +75,12 @@ def _print_counts(counts: dict, errors: list[dict]) -> None:
         print(f"{module:<10}" + "".join(f"{c.get(k, 0):>11}" for k in COUNT_KEYS))
     if errors:
         print(f"\n{len(errors)} open sync error(s):")
-        for e in errors:
-            print(f"  {e['module']:<9} {e['chargebee_id']:<28} {e['code']:<32} {e['message']}")
+        _print_errors(errors)
+
+
+def _print_errors(errors: list[dict]) -> None:
+    for e in errors:
+        print(f"  {e['module']:<9} {e['chargebee_id']:<28} {e['code']:<32} {e['message']}")
 
 
 def _site_status(site: str) -> dict | None:
@@ -83,6 +88,47 @@ def _site_status(site: str) -> dict | None:
     from cbzoho_pipeline.warehouse.status import read_status
 
     return read_status(site)
+
+
+class _OneLineFailures:
+    """While a run executes, Dagster's console shows a step failure as its first line and its cause only;
+    the stack trace stays in the run's event log (and on the console with --debug). Steps skipped because
+    an upstream step failed are not repeated one by one: the summary says what failed."""
+
+    def filter(self, record) -> bool:
+        message = record.getMessage()
+        if "Not executing" in message and "Dependencies for step" in message:
+            return False
+        if "\n" not in message:
+            return True
+        lines = [line for line in message.splitlines() if line.strip()]
+        cause = next((line for line in lines[1:] if ": " in line and not line.startswith(" ")), "")
+        if cause.split(": ", 1)[0].endswith(".Failure"):
+            cause = cause.split(": ", 1)[1]
+        record.msg, record.args = (lines[0] + (" " + cause if cause else "")), ()
+        return True
+
+
+@contextlib.contextmanager
+def _one_line_failures(enabled: bool):
+    """Dagster builds its console logger from logging's current logger class: give it our filter."""
+    import logging
+
+    if not enabled:
+        yield
+        return
+    base = logging.getLoggerClass()
+
+    class Filtered(base):  # type: ignore[misc, valid-type]
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            self.addFilter(_OneLineFailures())
+
+    logging.setLoggerClass(Filtered)
+    try:
+        yield
+    finally:
+        logging.setLoggerClass(base)
 
 
 def _load_run_config(path: str | None) -> dict:
@@ -104,7 +150,8 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     from cbzoho_pipeline.settings import SettingsError, load_settings
 
     try:
-        load_settings().site(args.site)
+        site = load_settings().site(args.site)
+        site.chargebee(), site.zoho()  # every credential is where the settings say, before anything runs
     except SettingsError as exc:
         print(f"cbzoho sync: {exc}", file=sys.stderr)
         return 2
@@ -127,15 +174,24 @@ def _cmd_sync(args: argparse.Namespace) -> int:
         for _site, run_id, why in reap_dead_runs(instance, [args.site]):
             print(f"cbzoho sync: an earlier run {run_id[:8]} of site {args.site!r} had died ({why}); "
                   "marked it failed", file=sys.stderr)
-        result = job.execute_in_process(partition_key=args.site, instance=instance, raise_on_error=False,
-                                        run_config=run_config)
+        with _one_line_failures(enabled=not getattr(args, "debug", False)):
+            result = job.execute_in_process(partition_key=args.site, instance=instance, raise_on_error=False,
+                                            run_config=run_config)
     if not result.success:
-        failures = [e for e in result.all_events if e.is_step_failure]
-        print(f"cbzoho sync: the run for site {args.site!r} failed ({result.run_id})", file=sys.stderr)
-        for event in failures:
-            message = event.event_specific_data.error.message.strip() if getattr(
-                event.event_specific_data, "error", None) else event.message
-            print(f"  {event.step_key}: {message}", file=sys.stderr)
+        from cbzoho_pipeline.assets.errors import root_cause
+        from cbzoho_pipeline.warehouse.status import record_failure
+
+        failures = [(e.step_key, root_cause(e.event_specific_data.error)
+                     if getattr(e.event_specific_data, "error", None) else e.message)
+                    for e in result.all_events if e.is_step_failure]
+        if not failures:
+            failures = [("run", "the run failed before any step (see the log above)")]
+        record_failure(args.site, result.run_id, *failures[0])
+        print(f"cbzoho sync: the run for site {args.site!r} failed ({result.run_id}); failed steps:", file=sys.stderr)
+        for step, cause in failures:
+            print(f"  {step}: {cause}", file=sys.stderr)
+        step, cause = failures[0]
+        print(f"cbzoho sync: {args.site} failed at {step}: {cause}", file=sys.stderr)
         return 2
     status = _site_status(args.site) or {}
     counts = (status.get("last_run") or {}).get("counts", {})
@@ -178,6 +234,13 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print(f"site {args.site}: DISCONNECTED at {gone.get('at')}")
     if last is None:
         print(f"site {args.site}: no sync has finished yet")
+        return 0
+    if last.get("status") == "failed":
+        print(f"site {args.site}: last sync {last['run_id']} FAILED {last['finished_at']} at {last['failed_step']}: "
+              f"{last['cause']}")
+        if errors:
+            print(f"\n{len(errors)} open sync error(s) from earlier runs:")
+            _print_errors(errors)
         return 0
     print(f"site {args.site}: last sync {last['run_id']} finished {last['finished_at']}")
     _print_counts(last["counts"], errors)

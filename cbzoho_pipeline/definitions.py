@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from cbzoho_pipeline.assets.jobs import build_autosync_schedule, disconnect_job, sync_job
-from cbzoho_pipeline.assets.sensors import cbzoho_run_reaper
+from cbzoho_pipeline.assets.sensors import cbzoho_failure_status, cbzoho_run_reaper
 from cbzoho_pipeline.assets.sync import SYNC_ASSETS, duplicate_emails_in_zoho
 from cbzoho_pipeline.chargebee.resources import ChargebeeResource
 from cbzoho_pipeline.warehouse.resources import WarehouseResource
@@ -22,7 +22,7 @@ defs = dg.Definitions(
     asset_checks=[duplicate_emails_in_zoho],
     jobs=[sync_job, disconnect_job],
     schedules=[build_autosync_schedule()],
-    sensors=[cbzoho_run_reaper],
+    sensors=[cbzoho_run_reaper, cbzoho_failure_status],
     resources=RESOURCES,
     # One process per run, steps one after another: DuckDB allows a single writer per file.
     executor=dg.in_process_executor,

@@ -10,6 +10,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
+from cbzoho_pipeline.assets.errors import plain_failures
 from cbzoho_pipeline.assets.partitions import SITES
 from cbzoho_pipeline.chargebee import extract as cb_extract
 from cbzoho_pipeline.chargebee import schemas
@@ -97,8 +98,8 @@ def _extract_asset(stream: str, contract: Any):
     def _asset(context: dg.AssetExecutionContext, config: ExtractConfig, chargebee: ChargebeeResource,
                warehouse: WarehouseResource) -> dg.MaterializeResult:
         site = site_for(context)
-        client = chargebee.client(site)
-        with warehouse.open(site.name, log=context.log.warning) as wh:
+        with plain_failures(site), warehouse.open(site.name, log=context.log.warning) as wh:
+            client = chargebee.client(site, log=context.log.info)
             result = cb_extract.extract(wh, client, stream, full_resync=config.full_resync, log=context.log.info)
             rejects = cb_extract.validate_rows(wh, stream) if result.ok else []
             total = wh.count(f"cb_{stream}")
@@ -146,14 +147,14 @@ chargebee_subscriptions = _extract_asset("subscriptions", schemas.SUBSCRIPTION_C
 def zoho_metadata(context: dg.AssetExecutionContext, config: MetadataConfig, zoho: ZohoResource,
                   warehouse: WarehouseResource) -> dg.MaterializeResult:
     site = site_for(context)
-    with warehouse.open(site.name, log=context.log.warning) as wh:
+    with plain_failures(site), warehouse.open(site.name, log=context.log.warning) as wh:
         age = wh.meta_age_minutes("metadata")
         if age is not None and age < config.max_age_minutes:
             metadata = wh.meta("metadata")
             reused = True
             context.log.info(f"metadata read {age} min ago; reused (max age {config.max_age_minutes} min)")
         else:
-            metadata = snapshot.refresh_metadata(wh, zoho.client(site), log=context.log.info)
+            metadata = snapshot.refresh_metadata(wh, zoho.client(site, log=context.log.info), log=context.log.info)
             reused = False
     org = org_meta.describe_org(metadata)
     return dg.MaterializeResult(metadata={
@@ -180,14 +181,14 @@ def _snapshot_asset(module: str):
     def _asset(context: dg.AssetExecutionContext, config: ExtractConfig, zoho: ZohoResource,
                warehouse: WarehouseResource) -> dg.MaterializeResult:
         site = site_for(context)
-        with warehouse.open(site.name, log=context.log.warning) as wh:
+        with plain_failures(site), warehouse.open(site.name, log=context.log.warning) as wh:
             metadata = wh.meta("metadata")
             org = org_meta.describe_org(metadata)
             extra = list(site.rules.extra_contact_fields.values()) if module == "Contacts" else []
             if module == "Contacts" and org["contact_external_field"]:
                 extra.append(org["contact_external_field"])
             fields = snapshot.snapshot_fields(module, metadata, extra)
-            result = snapshot.refresh(wh, zoho.client(site), module, fields, full=config.full_resync,
+            result = snapshot.refresh(wh, zoho.client(site, log=context.log.info), module, fields, full=config.full_resync,
                                       log=context.log.info,
                                       expected_changes=wh.writes_since_cursor(module, f"zoho.{module}"))
         return dg.MaterializeResult(metadata={
@@ -213,7 +214,7 @@ zoho_deals = _snapshot_asset("Deals")
 )
 def sync_plan(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     site = site_for(context)
-    with warehouse.open(site.name, log=context.log.warning) as wh:
+    with plain_failures(site), warehouse.open(site.name, log=context.log.warning) as wh:
         inputs = gather_plan_inputs(wh, site)
         rows = core.build_plan(inputs)
         frame = pd.DataFrame([r.as_dict() for r in rows], columns=list(core.PlanRow.__dataclass_fields__))
@@ -274,10 +275,10 @@ def _push_asset(module: str, deps: list):
                warehouse: WarehouseResource) -> dg.MaterializeResult:
         site = site_for(context)
         run_id = context.run.run_id
-        with warehouse.open(site.name, log=context.log.warning) as wh:
+        with plain_failures(site), warehouse.open(site.name, log=context.log.warning) as wh:
             _require_plan_of_this_run(context, wh.latest_plan())
             org = org_meta.describe_org(wh.meta("metadata"))
-            counts = push_module(wh, zoho.client(site), module, run_id,
+            counts = push_module(wh, zoho.client(site, log=context.log.info), module, run_id,
                                  external_field=org["contact_external_field"], log=context.log.info)
             open_errors = wh.errors(module)
             wh.record_run(run_id, "finished", {module: {**counts.as_metadata(), "open_errors": len(open_errors)}})

@@ -28,6 +28,8 @@ from urllib.parse import quote
 
 import requests
 
+from cbzoho_pipeline import reach
+
 _RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 _TRANSPORT_ERRORS = (
     requests.exceptions.ConnectionError,
@@ -112,8 +114,10 @@ class ChargebeeClient:
         backoff_factor: float = 0.5,
         max_backoff: float = 60.0,
         sleep: Callable[[float], None] = time.sleep,
+        log: Callable[[str], None] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.log = log  # each retry is reported here (the asset's log), if set
         self._api_key = api_key
         self.timeout = timeout
         self.max_retries = max_retries
@@ -157,6 +161,10 @@ class ChargebeeClient:
             seconds = when.timestamp() - time.time()
         return min(self.max_backoff, max(0.0, seconds))
 
+    def _note(self, message: str) -> None:
+        if self.log is not None:
+            self.log(self._scrub(message))
+
     def _scrub(self, text: str) -> str:
         return text.replace(self._api_key, "***") if self._api_key else text
 
@@ -180,7 +188,11 @@ class ChargebeeClient:
         # A POST without an idempotency key may have been applied when no answer came back.
         may_retry_unanswered = method == "GET" or idempotency_key is not None
         attempt = 0
+        unreachable_since: float | None = None
         while True:
+            down = reach.known_down(url)
+            if down is not None:
+                raise ChargebeeError(self._scrub(f"Chargebee {method} {path}: {down}"))
             self.calls[(method, template)] += 1
             try:
                 response = self._session.request(
@@ -192,9 +204,20 @@ class ChargebeeClient:
                     timeout=self.timeout,
                 )
             except _TRANSPORT_ERRORS as error:
+                if reach.never_sent(error):
+                    now = time.monotonic()
+                    unreachable_since = now if unreachable_since is None else unreachable_since
+                    if now - unreachable_since >= reach.GIVE_UP_SECONDS:
+                        why = (f"{reach.origin(url)} refused or could not open a connection for "
+                               f"{now - unreachable_since:.0f} s ({attempt + 1} attempts, {type(error).__name__})")
+                        reach.mark_down(url, why)
+                        raise ChargebeeError(self._scrub(f"Chargebee {method} {path}: {why}")) from None
                 if may_retry_unanswered and attempt < self.max_retries:
                     self.retries["connection"] += 1
-                    self._sleep(self._backoff(attempt))
+                    delay = self._backoff(attempt)
+                    self._note(f"chargebee: {method} {path}: {type(error).__name__}; "
+                               f"retry {attempt + 1}/{self.max_retries} in {delay:.1f}s")
+                    self._sleep(delay)
                     attempt += 1
                     continue
                 raise ChargebeeError(
@@ -207,7 +230,10 @@ class ChargebeeClient:
             if retryable and attempt < self.max_retries:
                 self.retries[str(status)] += 1
                 delay = self._retry_after(response)
-                self._sleep(self._backoff(attempt) if delay is None else delay)
+                delay = self._backoff(attempt) if delay is None else delay
+                self._note(f"chargebee: {method} {path} -> HTTP {status}; "
+                           f"retry {attempt + 1}/{self.max_retries} in {delay:.1f}s")
+                self._sleep(delay)
                 attempt += 1
                 continue
             return self._parse(method, path, response)

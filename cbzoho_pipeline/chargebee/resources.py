@@ -15,7 +15,7 @@ class ChargebeeResource(dg.ConfigurableResource):
     timeout_seconds: float = 60.0
     max_retries: int = 6
 
-    def client(self, site: Site) -> ChargebeeClient:
+    def client(self, site: Site, log=None) -> ChargebeeClient:
         target = site.chargebee()
         return ChargebeeClient(target.base_url, target.api_key, timeout=self.timeout_seconds,
-                               max_retries=self.max_retries)
+                               max_retries=self.max_retries, log=log)

@@ -52,6 +52,20 @@ def publish_status(site: str, wh: Warehouse) -> None:
     write_status(site, snapshot_status(wh))
 
 
+def record_failure(site: str, run_id: str, step: str, cause: str) -> None:
+    """A failed run becomes the last run shown, with its failing step and cause; open errors stay listed."""
+    status = read_status(site) or {"errors": []}
+    previous = status.get("last_run") or {}
+    status["last_run"] = {
+        "run_id": run_id, "status": "failed", "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "failed_step": step, "cause": cause,
+        # what the modules that did finish in this run reported, if any
+        "counts": previous.get("counts", {}) if previous.get("run_id") == run_id else {},
+    }
+    status["published_at"] = status["last_run"]["finished_at"]
+    write_status(site, status)
+
+
 def write_status(site: str, status: dict[str, Any]) -> None:
     path = status_path(site)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

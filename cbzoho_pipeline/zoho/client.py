@@ -41,6 +41,8 @@ from typing import Any
 import requests
 from requests.adapters import HTTPAdapter
 
+from cbzoho_pipeline import reach
+
 __all__ = [
     "MAX_FIELDS_PER_GET",
     "MAX_RECORDS_PER_WRITE",
@@ -292,6 +294,10 @@ class ZohoClient:
 
     def close(self) -> None:
         self._session.close()
+
+    def log_to(self, sink: Callable[[str], None] | None) -> None:
+        """Send retry and token messages to `sink` from now on (secrets are masked before they leave)."""
+        self._log_sink = sink
 
     # ---------------------------------------------------------------------------------- reads
 
@@ -618,11 +624,15 @@ class ZohoClient:
             "refresh_token": self._refresh_token,
         }
         attempt = 0
+        unreachable_since: float | None = None
         while True:
+            self._fail_if_known_down(url)
             self._count("POST", TOKEN_PATH)
             try:
                 response = self._session.post(url, data=form, timeout=self.timeout)
             except _TRANSPORT_ERRORS as exc:
+                unreachable_since = self._give_up_if_unreachable(url, exc, unreachable_since, attempt,
+                                                                 "token request")
                 if attempt >= self.max_retries:
                     raise ZohoError(
                         None, "CONNECTION_ERROR", f"accounts server unreachable ({type(exc).__name__})"
@@ -694,9 +704,11 @@ class ZohoClient:
             send_headers["Content-Type"] = "application/json"
         refreshed = False
         attempt = 0
+        unreachable_since: float | None = None
         while True:
             token = self._current_token()
             send_headers["Authorization"] = "Zoho-oauthtoken " + token
+            self._fail_if_known_down(self.api_domain)  # type: ignore[arg-type]
             self._count(method, template)
             try:
                 with self._slots:
@@ -709,11 +721,13 @@ class ZohoClient:
                         timeout=self.timeout,
                     )
             except _TRANSPORT_ERRORS as exc:
-                if not replay_safe and not _never_sent(exc):
+                if not replay_safe and not reach.never_sent(exc):
                     raise ZohoOutcomeUnknown(
                         None, "OUTCOME_UNKNOWN",
                         f"{method} {template}: {type(exc).__name__} after the request was sent; not re-sent",
                     ) from None
+                unreachable_since = self._give_up_if_unreachable(
+                    self.api_domain, exc, unreachable_since, attempt, f"{method} {template}")  # type: ignore[arg-type]
                 if attempt >= self.max_retries:
                     raise ZohoError(
                         None,
@@ -766,6 +780,25 @@ class ZohoClient:
                 raise ZohoError(status, "INVALID_RESPONSE", f"{method} {template}: response is not a JSON object")
             return status, body
 
+    def _fail_if_known_down(self, url: str) -> None:
+        why = reach.known_down(url)
+        if why is not None:
+            raise ZohoError(None, "CONNECTION_ERROR", why)
+
+    def _give_up_if_unreachable(self, url: str, exc: BaseException, since: float | None, attempt: int,
+                                what: str) -> float | None:
+        """Track how long connections to `url` have been refused; past reach.GIVE_UP_SECONDS, give up."""
+        if not reach.never_sent(exc):
+            return None
+        now = time.monotonic()
+        since = now if since is None else since
+        if now - since >= reach.GIVE_UP_SECONDS:
+            why = (f"{reach.origin(url)} refused or could not open a connection for {now - since:.0f} s "
+                   f"({attempt + 1} attempts, {type(exc).__name__})")
+            reach.mark_down(url, why)
+            raise ZohoError(None, "CONNECTION_ERROR", f"{what}: {why}")
+        return since
+
     def _backoff(self, attempt: int, response: requests.Response | None, reason: str) -> None:
         """Exponential delay (capped by max_backoff, jittered to 50-100 %); a Retry-After wins as given."""
         delay = min(self.max_backoff, self.backoff_factor * (2**attempt))
@@ -811,19 +844,6 @@ class ZohoClient:
             if secret:
                 message = message.replace(secret, "***")
         self._log_sink(message)
-
-
-def _never_sent(exc: Exception) -> bool:
-    """Whether a transport error happened before the request could reach the server (nothing to undo)."""
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return True
-    if isinstance(exc, requests.exceptions.ConnectionError):
-        from urllib3.exceptions import NewConnectionError
-
-        reason = exc.args[0] if exc.args else None
-        reason = getattr(reason, "reason", reason)  # MaxRetryError wraps the cause
-        return isinstance(reason, NewConnectionError)
-    return False
 
 
 def _error_from(status: int, body: Any, context: str) -> ZohoError:

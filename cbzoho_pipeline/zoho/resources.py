@@ -29,7 +29,13 @@ class ZohoResource(dg.ConfigurableResource):
     max_retries: int = 6
     max_concurrency: int = 5
 
-    def client(self, site: Site) -> ZohoClient:
+    def client(self, site: Site, log=None) -> ZohoClient:
+        """The site's client; `log` (the asset's logger) receives its retries and token events."""
+        client = self._client(site)
+        client.log_to(log)
+        return client
+
+    def _client(self, site: Site) -> ZohoClient:
         target = site.zoho()
         fingerprint = hashlib.sha256(
             "\0".join([target.accounts_url, target.api_domain or "", target.client_id, target.client_secret,
