@@ -74,13 +74,15 @@ def _print_counts(counts: dict, errors: list[dict]) -> None:
         c = counts.get(module, {})
         print(f"{module:<10}" + "".join(f"{c.get(k, 0):>11}" for k in COUNT_KEYS))
     if errors:
-        print(f"\n{len(errors)} open sync error(s):")
+        failing = sum(e.get("severity", "error") == "error" for e in errors)
+        print(f"\n{failing} open sync error(s), {len(errors) - failing} warning(s):")
         _print_errors(errors)
 
 
 def _print_errors(errors: list[dict]) -> None:
     for e in errors:
-        print(f"  {e['module']:<9} {e['chargebee_id']:<28} {e['code']:<32} {e['message']}")
+        mark = "warning " if e.get("severity") == "warning" else ""
+        print(f"  {e['module']:<9} {e['chargebee_id']:<28} {e['code']:<32} {mark}{e['message']}")
 
 
 def _site_status(site: str) -> dict | None:
@@ -203,7 +205,8 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     else:
         print(f"site {args.site}: sync finished (run {result.run_id})")
         _print_counts(counts, errors)
-    return 1 if errors else 0
+    # Warnings (synced, but worth a look) are listed; only errors (not in Zoho as they should be) mean 1.
+    return 1 if any(e.get("severity", "error") == "error" for e in errors) else 0
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

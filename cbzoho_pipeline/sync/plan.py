@@ -180,9 +180,14 @@ def match_contacts(inputs: PlanInputs) -> dict[str, _ContactMatch]:
 
 
 def plan_accounts(
-    inputs: PlanInputs, companies: dict[str, str]
+    inputs: PlanInputs, companies: dict[str, str], customers_of: dict[str, list[str]] | None = None
 ) -> tuple[list[PlanRow], dict[str, dict[str, Any] | None]]:
-    """companies: normalised key -> display name. Returns rows and key -> {"id"} | {"ref"} | None."""
+    """companies: normalised key -> display name; customers_of: key -> the customers with that company.
+
+    Returns rows and key -> {"id"} | {"ref"} | None. An account that cannot be matched or created names the
+    customers it affects (refs["customers"]), so the error is reported against Chargebee records.
+    """
+    customers_of = customers_of or {}
     by_name: dict[str, list[str]] = defaultdict(list)
     existing = {str(a["id"]) for a in inputs.zoho_accounts}
     for record in inputs.zoho_accounts:
@@ -199,9 +204,12 @@ def plan_accounts(
             refs[key] = {"id": linked}
             continue
         candidates = by_name.get(key, [])
+        affected = sorted(customers_of.get(key, []))
         if len(candidates) > 1:
-            rows.append(PlanRow(ACCOUNTS, key, "error", reason=f"account name {name!r} not unique in Zoho CRM "
-                                f"({len(candidates)} accounts)", code=ACCOUNT_NOT_UNIQUE))
+            rows.append(PlanRow(ACCOUNTS, key, "error",
+                                reason=f"account name {name!r} not unique in Zoho CRM ({len(candidates)} accounts: "
+                                       f"{', '.join(sorted(candidates))}); affects customers {', '.join(affected)}",
+                                code=ACCOUNT_NOT_UNIQUE, refs={"customers": affected, "company": name}))
             refs[key] = None
         elif len(candidates) == 1:
             rows.append(PlanRow(ACCOUNTS, key, "noop", zoho_id=candidates[0], reason="matched by name",
@@ -215,7 +223,9 @@ def plan_accounts(
             payload = {"Account_Name": name}
             problem = _too_long(ACCOUNTS, payload, inputs.field_lengths)
             if problem:
-                rows.append(PlanRow(ACCOUNTS, key, "error", payload=payload, reason=problem, code=VALUE_TOO_LONG))
+                rows.append(PlanRow(ACCOUNTS, key, "error", payload=payload,
+                                    reason=f"{problem}; affects customers {', '.join(affected)}",
+                                    code=VALUE_TOO_LONG, refs={"customers": affected, "company": name}))
                 refs[key] = None
             else:
                 rows.append(PlanRow(ACCOUNTS, key, "create", payload=payload, changed_fields=["Account_Name"],
@@ -238,10 +248,16 @@ def _contact_changes(
 
 
 def plan_contacts(
-    inputs: PlanInputs, matches: dict[str, _ContactMatch], account_refs: dict[str, dict[str, Any] | None]
+    inputs: PlanInputs, matches: dict[str, _ContactMatch], account_refs: dict[str, dict[str, Any] | None],
+    account_rows: list[PlanRow] | None = None,
 ) -> list[PlanRow]:
     by_id = {str(c["id"]): c for c in inputs.zoho_contacts}
     rule = inputs.rules.matching_contact
+    # A contact whose company's account is in error is still synced, without the account: it says so.
+    account_problems = {
+        r.source_key: {"code": r.code or "ACCOUNT_ERROR",
+                       "message": f"synced without its account: {r.reason.split('; affects customers')[0]}"}
+        for r in (account_rows or []) if r.action == "error"}
     rows: list[PlanRow] = []
     for customer in inputs.customers:
         cid = str(customer["id"])
@@ -253,12 +269,14 @@ def plan_contacts(
         desired = contact_fields(customer, inputs.rules.extra_contact_fields)
         if inputs.contact_external_field:
             desired[inputs.contact_external_field] = cid
-        account = account_refs.get(company_key(customer.get("company")) or "", None)
+        company = company_key(customer.get("company")) or ""
+        account = account_refs.get(company, None)
         account_ref: str | None = None
         if account and "id" in account:
             desired["Account_Name"] = {"id": account["id"]}
         elif account and "ref" in account:
             account_ref = account["ref"]
+        warning = account_problems.get(company)
 
         if match.status == "none":
             payload = dict(desired)
@@ -267,19 +285,23 @@ def plan_contacts(
                 reason = f"new contact (Last_Name from {source})" if source != "last_name" else "new contact"
             else:
                 reason = "new contact"
-            refs = {"Account_Name": account_ref} if account_ref else None
+            refs = {"Account_Name": account_ref} if account_ref else {}
+            if warning:
+                refs["warning"] = warning
             changed = sorted(payload) + (["Account_Name"] if account_ref else [])
             problem = _too_long(CONTACTS, payload, inputs.field_lengths)
             if problem:
                 rows.append(PlanRow(CONTACTS, cid, "error", payload=payload, reason=problem, code=VALUE_TOO_LONG))
             else:
                 rows.append(PlanRow(CONTACTS, cid, "create", payload=payload, changed_fields=changed, reason=reason,
-                                    refs=refs))
+                                    refs=refs or None))
             continue
 
         assert match.zoho_id is not None  # linked or matched: both name the Zoho record
         current = by_id[match.zoho_id]
         link_refs: dict[str, Any] = {"link": True} if match.status == "matched" else {}
+        if warning and is_blank(current.get("Account_Name")):
+            link_refs["warning"] = warning
         if rule == "link_only":
             rows.append(PlanRow(CONTACTS, cid, "noop", zoho_id=match.zoho_id,
                                 reason=f"{match.reason or 'linked'}; rule matching_contact=link_only",
@@ -443,15 +465,18 @@ def plan_deals(
 def build_plan(inputs: PlanInputs) -> list[PlanRow]:
     matches = match_contacts(inputs)
     companies: dict[str, str] = {}
+    customers_of: dict[str, list[str]] = defaultdict(list)
     for customer in sorted(inputs.customers, key=lambda c: (c.get("created_at") or 0, str(c["id"]))):
         match = matches[str(customer["id"])]
         if match.status in ("skip", "error"):
             continue
         key = company_key(customer.get("company"))
+        if key:
+            customers_of[key].append(str(customer["id"]))
         if key and key not in companies:
             companies[key] = " ".join(str(customer["company"]).split())
-    account_rows, account_refs = plan_accounts(inputs, companies)
-    contact_rows = plan_contacts(inputs, matches, account_refs)
+    account_rows, account_refs = plan_accounts(inputs, companies, customers_of)
+    contact_rows = plan_contacts(inputs, matches, account_refs, account_rows)
     deal_rows = (plan_deals(inputs, {r.source_key: r for r in contact_rows}, account_refs)
                  if inputs.rules.sync_deals else [])
     return account_rows + contact_rows + deal_rows

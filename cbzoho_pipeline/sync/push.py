@@ -63,6 +63,7 @@ class PushCounts:
     skipped: int = 0
     errors: int = 0
     linked: int = 0
+    warnings: int = 0
     calls: int = 0
     error_rows: list[dict[str, Any]] = field(default_factory=list)
 
@@ -107,7 +108,8 @@ def push_module(
     counts.linked = len(new_links)
     links.setdefault(module, {}).update(dict(new_links))
     plan_errors = [r for r in rows if r["action"] == "error"]
-    wh.record_errors(run_id, module, [(r["source_key"], r["code"] or "PLAN_ERROR", r["reason"], None) for r in plan_errors])
+    wh.record_errors(run_id, module, [(r["source_key"], r["code"] or "PLAN_ERROR", r["reason"],
+                                       _plan_error_details(r)) for r in plan_errors])
     counts.errors += len(plan_errors)
     counts.error_rows += [{"source_key": r["source_key"], "code": r["code"], "message": r["reason"]} for r in plan_errors]
     quiet = [r for r in rows if r["action"] in ("noop", "skip")]
@@ -126,7 +128,41 @@ def push_module(
             batch = todo[start:start + BATCH_SIZE]
             _push_batch(wh, client, module, run_id, operation, batch, links, counts, external_field, log, sleep)
             log(f"{module}: batch {batch_no}/{total_batches} pushed ({operation}, {len(batch)} records)")
+
+    # Records that synced but need a person's eye (e.g. a contact without its account): warnings, recorded
+    # last so that a success in this run does not clear them.
+    failed = {e["source_key"] for e in counts.error_rows}
+    warnings = [(r["source_key"], r["refs"]["warning"]["code"], r["refs"]["warning"]["message"], None)
+                for r in rows if (r.get("refs") or {}).get("warning") and r["source_key"] not in failed]
+    wh.record_errors(run_id, module, warnings, severity="warning")
+    counts.warnings = len(warnings)
     return counts
+
+
+def _plan_error_details(row: dict[str, Any]) -> dict[str, Any] | None:
+    """What a plan-time error concerns beyond its own key: the customers of an account, for instance."""
+    refs = row.get("refs") or {}
+    details = {k: refs[k] for k in ("customers", "company") if k in refs}
+    return details or None
+
+
+def describe(result: RecordResultLike) -> str:
+    """Zoho's per-record message with what its details name: the field, and the type or length it wants."""
+    details = result.details or {}
+    parts = []
+    if details.get("api_name"):
+        parts.append(f"field {details['api_name']}")
+    if details.get("expected_data_type"):
+        parts.append(f"expected {details['expected_data_type']}")
+    if details.get("maximum_length"):
+        parts.append(f"at most {details['maximum_length']} characters")
+    if details.get("limit"):
+        parts.append(f"limit {details['limit']}")
+    duplicate = details.get("duplicate_record")
+    if isinstance(duplicate, dict) and duplicate.get("id"):
+        parts.append(f"held by Zoho record {duplicate['id']}")
+    message = result.message or result.code
+    return f"{message} ({', '.join(parts)})" if parts else message
 
 
 def _push_batch(
@@ -180,8 +216,8 @@ def _push_batch(
                     counts.updated += 1
                 log_entries.append((module, key, operation, zoho_id, "success", result.code, None))
             else:
-                failures.append((key, result.code, result.message, result.details))
-                log_entries.append((module, key, operation, row["zoho_id"], "error", result.code, result.message))
+                failures.append((key, result.code, describe(result), result.details))
+                log_entries.append((module, key, operation, row["zoho_id"], "error", result.code, describe(result)))
         with wh.transaction():
             wh.set_links(module, successes)
             links.setdefault(module, {}).update(dict(successes))

@@ -86,6 +86,9 @@ class Warehouse:
     # ----------------------------------------------------------------------------------------- basics
     def init(self) -> None:
         self.con.execute(_DDL)
+        # Added after the first release: 'error' (the record is not in Zoho as it should be) or 'warning'
+        # (it is, but something about it needs a person, e.g. a contact synced without its account).
+        self.con.execute("ALTER TABLE sync_errors ADD COLUMN IF NOT EXISTS severity VARCHAR DEFAULT 'error'")
         self.con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
 
     def df(self, sql: str, params: list[Any] | None = None) -> pd.DataFrame:
@@ -347,18 +350,22 @@ class Warehouse:
                    ["run_id", "logged_at", "module", "source_key", "operation", "zoho_id", "outcome", "code", "message"],
                    [(run_id, now, *e) for e in entries])
 
-    def record_errors(self, run_id: str, module: str, errors: list[tuple[str, str, str, dict | None]]) -> None:
+    def record_errors(self, run_id: str, module: str, errors: list[tuple[str, str, str, dict | None]], *,
+                      severity: str = "error") -> None:
         """errors: (source_key, code, message, details). Keeps first_seen of an error that persists."""
         if not errors:
             return
         now = utcnow()
         self._bulk(
-            """INSERT INTO sync_errors SELECT module, source_key, code, message, details::JSON, first_seen, last_seen,
-                      run_id FROM batch
+            """INSERT INTO sync_errors (module, source_key, code, message, details, first_seen, last_seen, run_id,
+                                        severity)
+               SELECT module, source_key, code, message, details::JSON, first_seen, last_seen, run_id, severity
+               FROM batch
                ON CONFLICT (module, source_key) DO UPDATE SET code = excluded.code, message = excluded.message,
-               details = excluded.details, last_seen = excluded.last_seen, run_id = excluded.run_id""",
-            ["module", "source_key", "code", "message", "details", "first_seen", "last_seen", "run_id"],
-            [(module, key, code, message, json.dumps(details or {}, ensure_ascii=False), now, now, run_id)
+               details = excluded.details, last_seen = excluded.last_seen, run_id = excluded.run_id,
+               severity = excluded.severity""",
+            ["module", "source_key", "code", "message", "details", "first_seen", "last_seen", "run_id", "severity"],
+            [(module, key, code, message, json.dumps(details or {}, ensure_ascii=False), now, now, run_id, severity)
              for key, code, message, details in errors],
         )
 
@@ -369,7 +376,13 @@ class Warehouse:
                              [module, keys])
 
     def errors(self, module: str | None = None) -> pd.DataFrame:
-        sql = "SELECT module, source_key, code, message, details, first_seen, last_seen FROM sync_errors"
+        """Open sync errors and warnings. `chargebee_id` names the Chargebee records concerned: the record's
+        own id, or for an account the customers whose company it is."""
+        sql = """SELECT module, source_key, code, message, details, first_seen, last_seen, severity,
+                        CASE WHEN module = 'Accounts' AND json_array_length(details->'customers') > 0
+                             THEN array_to_string(CAST(details->'customers' AS VARCHAR[]), ', ')
+                             ELSE source_key END AS chargebee_id
+                 FROM sync_errors"""
         params: list[Any] = []
         if module:
             sql += " WHERE module = ?"

@@ -35,8 +35,8 @@ def snapshot_status(wh: Warehouse) -> dict[str, Any]:
     """What `cbzoho status` shows, read from the warehouse by the process that holds it."""
     last = wh.last_run()
     errors = [
-        {"module": r["module"], "chargebee_id": r["source_key"], "code": r["code"], "message": r["message"],
-         "last_seen": str(r["last_seen"])[:19]}
+        {"module": r["module"], "chargebee_id": r["chargebee_id"], "code": r["code"], "message": r["message"],
+         "severity": r["severity"] or "error", "last_seen": str(r["last_seen"])[:19]}
         for r in wh.errors().to_dict("records")
     ]
     return {

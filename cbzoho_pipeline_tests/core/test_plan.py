@@ -188,6 +188,27 @@ def test_account_rules(rule, zoho_accounts, expected_action, contact_account):
         assert c.payload["Account_Name"] == {"id": contact_account[1]}
 
 
+@pytest.mark.parametrize(
+    "zoho_accounts, lengths, code",
+    [
+        ([{"id": "a1", "Account_Name": "Acme Inc"}, {"id": "a2", "Account_Name": "acme inc"}], LENGTHS,
+         "ACCOUNT_NAME_NOT_UNIQUE_IN_ZOHO"),
+        ([], {**LENGTHS, "Accounts": {"Account_Name": 4}}, "VALUE_TOO_LONG"),
+    ],
+)
+def test_an_account_problem_names_its_customers_and_warns_on_each_contact(zoho_accounts, lengths, code):
+    customers = [customer("c1", company="Acme Inc"), customer("c2", company="ACME INC "), customer("c3")]
+    rows = build_plan(inputs(customers=customers, zoho_accounts=zoho_accounts, field_lengths=lengths))
+    (account,) = [r for r in rows if r.module == "Accounts"]
+    assert (account.action, account.code) == ("error", code)
+    assert account.refs["customers"] == ["c1", "c2"] and "affects customers c1, c2" in account.reason
+    for cid in ("c1", "c2"):  # still created, without the account, and saying so
+        contact_row = row(rows, "Contacts", cid)
+        assert contact_row.action == "create" and contact_row.refs["warning"]["code"] == code
+        assert contact_row.refs["warning"]["message"].startswith("synced without its account: ")
+    assert "warning" not in (row(rows, "Contacts", "c3").refs or {})  # no company, nothing to warn about
+
+
 # --------------------------------------------------------------------------------------------- deals
 def test_new_deal_fields():
     rows = build_plan(inputs(customers=[customer("c1", company="Acme")],
