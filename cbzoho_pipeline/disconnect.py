@@ -7,7 +7,7 @@ site fail at once with a clear message; the warehouse (links, log, errors) stays
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from cbzoho_pipeline.settings import load_settings
@@ -33,7 +33,7 @@ def disconnect(site_name: str) -> dict[str, Any]:
     finally:
         client.close()
     FileTokenCache(token_file(site.name), "").clear()  # the stored access token goes, revoked or not
-    record = {"at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "token_revoked": revoked}
+    record = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "token_revoked": revoked}
     if problem:
         record["revoke_problem"] = problem
     disconnected_marker(site.name).write_text(json.dumps(record))

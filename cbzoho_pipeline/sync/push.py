@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from cbzoho_pipeline.sync.plan import ACCOUNTS, CONTACTS, DEALS, reconcile_pending
@@ -111,7 +111,8 @@ def push_module(
     wh.record_errors(run_id, module, [(r["source_key"], r["code"] or "PLAN_ERROR", r["reason"],
                                        _plan_error_details(r)) for r in plan_errors])
     counts.errors += len(plan_errors)
-    counts.error_rows += [{"source_key": r["source_key"], "code": r["code"], "message": r["reason"]} for r in plan_errors]
+    counts.error_rows += [{"source_key": r["source_key"], "code": r["code"], "message": r["reason"]}
+                          for r in plan_errors]
     quiet = [r for r in rows if r["action"] in ("noop", "skip")]
     wh.clear_errors(module, [r["source_key"] for r in quiet])
     counts.unchanged = sum(r["action"] == "noop" for r in rows)
@@ -202,8 +203,8 @@ def _push_batch(
         successes: list[tuple[str, str]] = []
         snapshot: list[dict[str, Any]] = []
         log_entries = []
-        held = wh.zoho_records_by_id(module, [str(r.id or row["zoho_id"]) for (row, _), r in zip(sendable, results)
-                                              if r.ok])
+        written_ids = [str(r.id or row["zoho_id"]) for (row, _), r in zip(sendable, results, strict=True) if r.ok]
+        held = wh.zoho_records_by_id(module, written_ids)
         for (row, payload), result in zip(sendable, results, strict=True):
             key = row["source_key"]
             if result.ok:
@@ -224,7 +225,7 @@ def _push_batch(
             wh.upsert_zoho(module, snapshot)
             wh.clear_errors(module, [k for k, _ in successes])
             if operation == "create":  # an unknown outcome stays journalled for the next run to look for
-                wh.clear_pending(module, [r["source_key"] for (r, _), res in zip(sendable, results)
+                wh.clear_pending(module, [r["source_key"] for (r, _), res in zip(sendable, results, strict=True)
                                           if res.code != OUTCOME_UNKNOWN])
             wh.log(run_id, log_entries)
             wh.record_errors(run_id, module, failures)
@@ -253,7 +254,7 @@ def _create(
     results: list[RecordResultLike | None] = [None] * len(records)
     todo = list(range(len(records)))
     for attempt in range(RECOVERY_ATTEMPTS + 1):
-        sent_at = datetime.now(timezone.utc)
+        sent_at = datetime.now(UTC)
         try:
             answers = client.upsert(module, [records[i] for i in todo], duplicate_check_fields=check)
         except ZohoOutcomeUnknown as exc:

@@ -13,7 +13,7 @@ import json
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +74,7 @@ CREATE TABLE IF NOT EXISTS runs (
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Warehouse:
@@ -186,7 +186,8 @@ class Warehouse:
         assert table in ("cb_customers", "cb_subscriptions")
         offset = 0
         while True:
-            rows = self.con.execute(f"SELECT data FROM {table} ORDER BY id LIMIT ? OFFSET ?", [batch, offset]).fetchall()
+            rows = self.con.execute(f"SELECT data FROM {table} ORDER BY id LIMIT ? OFFSET ?",
+                                    [batch, offset]).fetchall()
             if not rows:
                 return
             yield [json.loads(r[0]) for r in rows]
@@ -203,7 +204,8 @@ class Warehouse:
         self.con.execute("DELETE FROM rejects WHERE stream = ?", [stream])
         now = utcnow()
         self._bulk("INSERT INTO rejects SELECT stream, id, resource_version::BIGINT, reason, seen_at FROM batch",
-                   ["stream", "id", "resource_version", "reason", "seen_at"], [(stream, i, v, r, now) for i, v, r in rows])
+                   ["stream", "id", "resource_version", "reason", "seen_at"],
+                   [(stream, i, v, r, now) for i, v, r in rows])
 
     def rejects(self, stream: str) -> pd.DataFrame:
         return self.df("SELECT id, resource_version, reason FROM rejects WHERE stream = ? ORDER BY id", [stream])
@@ -321,7 +323,8 @@ class Warehouse:
     # ----------------------------------------------------------------------------------------- journal
     def add_pending(self, module: str, items: list[tuple[str, dict[str, Any]]]) -> None:
         now = utcnow()
-        self._bulk("INSERT OR REPLACE INTO pending_creates SELECT module, source_key, payload::JSON, sent_at FROM batch",
+        self._bulk("INSERT OR REPLACE INTO pending_creates "
+                   "SELECT module, source_key, payload::JSON, sent_at FROM batch",
                    ["module", "source_key", "payload", "sent_at"],
                    [(module, key, json.dumps(payload, ensure_ascii=False), now) for key, payload in items])
 
@@ -347,7 +350,8 @@ class Warehouse:
         """entries: (module, source_key, operation, zoho_id, outcome, code, message)."""
         now = utcnow()
         self._bulk("INSERT INTO sync_log SELECT * FROM batch",
-                   ["run_id", "logged_at", "module", "source_key", "operation", "zoho_id", "outcome", "code", "message"],
+                   ["run_id", "logged_at", "module", "source_key", "operation", "zoho_id", "outcome", "code",
+                    "message"],
                    [(run_id, now, *e) for e in entries])
 
     def record_errors(self, run_id: str, module: str, errors: list[tuple[str, str, str, dict | None]], *,

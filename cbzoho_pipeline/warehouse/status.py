@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +40,7 @@ def snapshot_status(wh: Warehouse) -> dict[str, Any]:
         for r in wh.errors().to_dict("records")
     ]
     return {
-        "published_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "published_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "last_run": None if last is None else {
             "run_id": last["run_id"], "status": last["status"], "finished_at": str(last["finished_at"]),
             "counts": last["counts"]},
@@ -57,7 +57,7 @@ def record_failure(site: str, run_id: str, step: str, cause: str) -> None:
     status = read_status(site) or {"errors": []}
     previous = status.get("last_run") or {}
     status["last_run"] = {
-        "run_id": run_id, "status": "failed", "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "run_id": run_id, "status": "failed", "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "failed_step": step, "cause": cause,
         # what the modules that did finish in this run reported, if any
         "counts": previous.get("counts", {}) if previous.get("run_id") == run_id else {},

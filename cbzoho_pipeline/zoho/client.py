@@ -145,7 +145,7 @@ def format_zoho_datetime(value: dt.datetime) -> str:
         raise ValueError("Zoho date-times need a UTC offset; pass an aware datetime")
     offset = value.utcoffset()
     if offset.seconds % 60 or offset.microseconds:  # sub-minute offsets cannot be written as ±HH:mm
-        value = value.astimezone(dt.timezone.utc)
+        value = value.astimezone(dt.UTC)
     return value.replace(microsecond=0).isoformat()
 
 
@@ -867,8 +867,8 @@ def _retry_after_seconds(response: requests.Response) -> float | None:
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
-    return max(0.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds())
+        when = when.replace(tzinfo=dt.UTC)
+    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
 
 
 def _auth_error_text(error: str) -> str:

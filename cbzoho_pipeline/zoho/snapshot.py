@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cbzoho_pipeline.warehouse.db import Warehouse
@@ -26,7 +26,7 @@ BASE_FIELDS: dict[str, list[str]] = {
     "Deals": ["Deal_Name", "Amount", "Closing_Date", "Stage", "Pipeline", "Contact_Name", "Account_Name", "Owner",
               "Currency", "Created_Time", "Modified_Time"],
 }
-EPOCH = datetime(1970, 1, 2, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 2, tzinfo=UTC)
 # A cursor never passes the moment the read began (minus this margin for clock skew): a record edited
 # after its page was read, while a later page held a newer edit, is then still inside the next window.
 # It also makes an overlap unnecessary: every record modified at or before the cursor was modified before
@@ -62,7 +62,7 @@ def refresh(
     *,
     full: bool = False,
     log: Callable[[str], None] = lambda _m: None,
-    clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     expected_changes: int = 0,
 ) -> SnapshotResult:
     """Refresh one module. `expected_changes`: records we know changed since the last read (our own writes),

@@ -248,7 +248,7 @@ def test_if_modified_since_returns_only_changed_records(sandbox):
         zoho={ORG: {"Contacts": [{**contact(i), "Created_Time": old, "Modified_Time": old} for i in range(5)]}}
     )
     client = make_client(sandbox)
-    since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
+    since = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
 
     assert list(client.iter_records("Contacts", ["Last_Name"], modified_since=since)) == []
     assert endpoint_calls(sandbox, "GET /crm/v8/{module}") == 1  # a single 304, no paging
@@ -259,7 +259,7 @@ def test_if_modified_since_returns_only_changed_records(sandbox):
 
     pages = list(client.iter_records("Contacts", ["Last_Name"], modified_since=since))
     assert [(row["id"], row["Last_Name"]) for page in pages for row in page] == [(target, "Changed")]
-    long_ago = dt.datetime(2023, 1, 1, tzinfo=dt.timezone.utc)
+    long_ago = dt.datetime(2023, 1, 1, tzinfo=dt.UTC)
     everything = list(client.iter_records("Contacts", ["Last_Name"], modified_since=long_ago))
     assert len(all_ids(everything)) == 5
 
@@ -515,10 +515,10 @@ def test_without_the_cap_the_same_load_is_refused(sandbox):
 @pytest.mark.parametrize(
     "text, expected",
     [
-        ("2024-07-14T10:54:15+05:30", dt.datetime(2024, 7, 14, 5, 24, 15, tzinfo=dt.timezone.utc)),
-        ("2024-07-14T10:54:15-07:00", dt.datetime(2024, 7, 14, 17, 54, 15, tzinfo=dt.timezone.utc)),
-        ("2024-07-14T10:54:15Z", dt.datetime(2024, 7, 14, 10, 54, 15, tzinfo=dt.timezone.utc)),
-        ("2024-07-14T10:54:15.123+00:00", dt.datetime(2024, 7, 14, 10, 54, 15, 123000, tzinfo=dt.timezone.utc)),
+        ("2024-07-14T10:54:15+05:30", dt.datetime(2024, 7, 14, 5, 24, 15, tzinfo=dt.UTC)),
+        ("2024-07-14T10:54:15-07:00", dt.datetime(2024, 7, 14, 17, 54, 15, tzinfo=dt.UTC)),
+        ("2024-07-14T10:54:15Z", dt.datetime(2024, 7, 14, 10, 54, 15, tzinfo=dt.UTC)),
+        ("2024-07-14T10:54:15.123+00:00", dt.datetime(2024, 7, 14, 10, 54, 15, 123000, tzinfo=dt.UTC)),
     ],
 )
 def test_parse_zoho_datetime(text, expected):
@@ -533,7 +533,7 @@ def test_parse_zoho_datetime(text, expected):
             dt.datetime(2024, 7, 14, 10, 54, 15, 999, tzinfo=dt.timezone(dt.timedelta(hours=5, minutes=30))),
             "2024-07-14T10:54:15+05:30",
         ),
-        (dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc), "2024-01-02T03:04:05+00:00"),
+        (dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.UTC), "2024-01-02T03:04:05+00:00"),
         (dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.timezone(-dt.timedelta(hours=8))), "2024-01-02T03:04:05-08:00"),
     ],
 )
@@ -558,7 +558,7 @@ def test_datetime_helpers_refuse_naive_values():
         (True, "true"),
         (None, "null"),
         (dt.date(2024, 7, 1), "'2024-07-01'"),
-        (dt.datetime(2024, 7, 1, 12, 0, tzinfo=dt.timezone.utc), "'2024-07-01T12:00:00+00:00'"),
+        (dt.datetime(2024, 7, 1, 12, 0, tzinfo=dt.UTC), "'2024-07-01T12:00:00+00:00'"),
     ],
 )
 def test_coql_literal(value, expected):
