@@ -12,9 +12,20 @@ import sys
 from pathlib import Path
 
 
-def _cmd_sandbox(args: argparse.Namespace) -> int:
-    from cbzoho_pipeline.sandbox.server import serve
+def _sandbox_server():
+    """`cbzoho_sandbox.server`. The sandbox is its own package, installed by the `sandbox` extra; only the
+    sandbox and demo commands reach it, so a sync runs without it."""
+    try:
+        from cbzoho_sandbox import server
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in ("cbzoho_sandbox", "starlette", "uvicorn"):
+            raise
+        raise CliError(f"the sandbox is not installed ({exc.name} is missing); install cbzoho[sandbox]") from None
+    return server
 
+
+def _cmd_sandbox(args: argparse.Namespace) -> int:
+    serve = _sandbox_server().serve
     serve(
         host=args.host,
         port=args.port,
@@ -307,6 +318,7 @@ def _cmd_check_settings(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    _sandbox_server()  # the demo serves the sandbox: say what to install before anything starts
     from cbzoho_pipeline.demo import run_demo
 
     return run_demo(port=args.port, sandbox_port=args.sandbox_port, customers=args.customers, seed=args.seed)

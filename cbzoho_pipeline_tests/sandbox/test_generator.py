@@ -17,8 +17,8 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from cbzoho_pipeline.sandbox import generator
-from cbzoho_pipeline.sandbox.generator import (
+from cbzoho_sandbox import generator
+from cbzoho_sandbox.generator import (
     CUSTOMER_SHARES,
     ITEM_PRICES,
     LEGACY_CUTOFF,

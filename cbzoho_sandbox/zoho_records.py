@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from cbzoho_pipeline.sandbox.zoho_schema import (
+from cbzoho_sandbox.zoho_schema import (
     MODULE_INFO,
     MODULES,
     TIME_FIELDS,
@@ -34,7 +34,7 @@ from cbzoho_pipeline.sandbox.zoho_schema import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from cbzoho_pipeline.sandbox.zoho_api import ZohoOrg
+    from cbzoho_sandbox.zoho_api import ZohoOrg
 
 MAX_WRITE_RECORDS = 100
 MAX_FIELDS_PARAM = 50

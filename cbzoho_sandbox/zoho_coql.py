@@ -21,11 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from cbzoho_pipeline.sandbox.zoho_records import ApiError, format_time, parse_time
-from cbzoho_pipeline.sandbox.zoho_schema import MODULES, TIME_FIELDS, Field
+from cbzoho_sandbox.zoho_records import ApiError, format_time, parse_time
+from cbzoho_sandbox.zoho_schema import MODULES, TIME_FIELDS, Field
 
 if TYPE_CHECKING:  # pragma: no cover
-    from cbzoho_pipeline.sandbox.zoho_records import ZohoData
+    from cbzoho_sandbox.zoho_records import ZohoData
 
 MAX_LIMIT = 2000
 DEFAULT_LIMIT = 200

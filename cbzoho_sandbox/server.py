@@ -18,7 +18,7 @@ from typing import Any
 
 import uvicorn
 
-from cbzoho_pipeline.sandbox.app import Sandbox, build_app
+from cbzoho_sandbox.app import Sandbox, build_app
 
 
 def write_info(path: Path, info: dict[str, Any]) -> None:

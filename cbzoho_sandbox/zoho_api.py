@@ -28,9 +28,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from cbzoho_pipeline.sandbox.zoho_coql import run_query
-from cbzoho_pipeline.sandbox.zoho_records import ApiError, ZohoData
-from cbzoho_pipeline.sandbox.zoho_schema import (
+from cbzoho_sandbox.zoho_coql import run_query
+from cbzoho_sandbox.zoho_records import ApiError, ZohoData
+from cbzoho_sandbox.zoho_schema import (
     MODULE_INFO,
     MODULES,
     MetaIds,

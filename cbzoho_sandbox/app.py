@@ -27,9 +27,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from cbzoho_pipeline.sandbox import chargebee_api, zoho_api
-from cbzoho_pipeline.sandbox.chargebee_api import ChargebeeSite
-from cbzoho_pipeline.sandbox.zoho_api import ZohoOrg
+from cbzoho_sandbox import chargebee_api, zoho_api
+from cbzoho_sandbox.chargebee_api import ChargebeeSite
+from cbzoho_sandbox.zoho_api import ZohoOrg
 
 CONTROL_PREFIX = "/_sandbox"
 
@@ -162,7 +162,7 @@ class Sandbox:
 
     def seed(self, *, customers: int, seed: int, site: str, org: str) -> dict[str, Any]:
         """Load a generated messy dataset into one Chargebee site and its Zoho org."""
-        from cbzoho_pipeline.sandbox.generator import generate_dataset
+        from cbzoho_sandbox.generator import generate_dataset
 
         zorg = self.orgs[org]
         users = [u["id"] for u in zorg.settings().get("users", []) if "id" in u]
