@@ -4,12 +4,14 @@ Why it exists: the extractor needs every customer and subscription of a site, in
 that rate-limits hard (a test site blocks all calls above 150 per minute), answers 5xx now and then and
 pages with opaque offsets. This module hides all of that behind generators of pages: one
 `requests.Session`, a timeout on every request, retries with exponential backoff that honour `Retry-After`,
-and Chargebee's bracketed form encoding for the few writes that demos and tests make.
+and Chargebee's bracketed form encoding of filters. It only reads: the sync never writes to Chargebee.
+The writes that tests and demos make live in the sandbox package (`cbzoho_sandbox.chargebee_writer`), a
+subclass that sends them through this transport with an idempotency key each.
 
 What it must never do:
 - put the API key in an exception, log line or repr (it travels only in the Basic auth header);
-- retry a write that may have been applied, unless the write carries an idempotency key (every write made
-  here does, so a retried POST is replayed by Chargebee rather than applied twice);
+- retry a write that may have been applied, unless the write carries an idempotency key (then a retried POST
+  is replayed by Chargebee rather than applied twice);
 - parse or build `next_offset` values (they are opaque; they are passed back exactly as received);
 - know about Dagster, DuckDB or the sync rules: callers get plain dicts as Chargebee sent them.
 """
@@ -20,7 +22,6 @@ import email.utils
 import json
 import re
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -344,39 +345,3 @@ class ChargebeeClient:
 
     def retrieve_subscription(self, subscription_id: str) -> dict[str, Any]:
         return self._request("GET", "/subscriptions/{id}", ids=(subscription_id,))["subscription"]
-
-    # -- writes (demos and tests only; the sync never writes to Chargebee) -----------------------------
-
-    def _write(
-        self, template: str, ids: tuple[str, ...], params: Mapping[str, Any] | None, key: str | None
-    ) -> dict[str, Any]:
-        """A POST with an idempotency key (a fresh one unless given), so retrying it can never apply it twice."""
-        return self._request("POST", template, ids=ids, params=params, idempotency_key=key or uuid.uuid4().hex)
-
-    def create_customer(self, params: Mapping[str, Any], *, idempotency_key: str | None = None) -> dict[str, Any]:
-        return self._write("/customers", (), params, idempotency_key)["customer"]
-
-    def update_customer(
-        self, customer_id: str, params: Mapping[str, Any], *, idempotency_key: str | None = None
-    ) -> dict[str, Any]:
-        return self._write("/customers/{id}", (customer_id,), params, idempotency_key)["customer"]
-
-    def update_billing_info(
-        self, customer_id: str, params: Mapping[str, Any], *, idempotency_key: str | None = None
-    ) -> dict[str, Any]:
-        return self._write("/customers/{id}/update_billing_info", (customer_id,), params, idempotency_key)["customer"]
-
-    def delete_customer(self, customer_id: str, *, idempotency_key: str | None = None) -> dict[str, Any]:
-        return self._write("/customers/{id}/delete", (customer_id,), None, idempotency_key)["customer"]
-
-    def create_subscription_for_items(
-        self, customer_id: str, params: Mapping[str, Any], *, idempotency_key: str | None = None
-    ) -> dict[str, Any]:
-        template = "/customers/{id}/subscription_for_items"
-        return self._write(template, (customer_id,), params, idempotency_key)["subscription"]
-
-    def cancel_subscription_for_items(
-        self, subscription_id: str, params: Mapping[str, Any] | None = None, *, idempotency_key: str | None = None
-    ) -> dict[str, Any]:
-        template = "/subscriptions/{id}/cancel_for_items"
-        return self._write(template, (subscription_id,), params, idempotency_key)["subscription"]

@@ -6,6 +6,9 @@ it survives 429s, 5xx answers, timeouts and dropped connections by waiting as to
 retrying only what is safe to retry, and it never leaks the API key. Faults are injected by the sandbox;
 `sleep` is replaced by a recorder, which is how a test sees the delays the client chose. Most recorders
 also lift the fault while "sleeping", so the retry that follows succeeds deterministically.
+
+The product client only reads. The writes made here (to test retries of writes and to set up data) go
+through the sandbox's `ChargebeeWriter`, a subclass that sends them through the same transport.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 import pytest
 
 from cbzoho_pipeline.chargebee.client import ChargebeeClient, ChargebeeError, encode_params
+from cbzoho_sandbox.chargebee_writer import ChargebeeWriter
 
 SITE = "acme-test"
 T = 1_704_067_200  # 2024-01-01T00:00:00Z
@@ -38,9 +42,16 @@ class SleepRecorder:
             time.sleep(seconds)
 
 
-def make_client(sandbox, sleep: SleepRecorder | None = None, **overrides: Any) -> ChargebeeClient:
+def make_client(sandbox, sleep: SleepRecorder | None = None, *, kind: type[ChargebeeClient] = ChargebeeClient,
+                **overrides: Any) -> ChargebeeClient:
     base_url, api_key = sandbox.chargebee(SITE)
-    return ChargebeeClient(base_url, api_key, sleep=sleep or SleepRecorder(), **{"timeout": 20.0, **overrides})
+    return kind(base_url, api_key, sleep=sleep or SleepRecorder(), **{"timeout": 20.0, **overrides})
+
+
+def make_writer(sandbox, sleep: SleepRecorder | None = None, **overrides: Any) -> ChargebeeWriter:
+    writer = make_client(sandbox, sleep, kind=ChargebeeWriter, **overrides)
+    assert isinstance(writer, ChargebeeWriter)
+    return writer
 
 
 def customer(i: int, *, created_at: int = T, updated_at: int | None = T, deleted: bool = False) -> dict:
@@ -253,7 +264,7 @@ def test_a_write_without_idempotency_key_is_not_retried_after_a_5xx(sandbox) -> 
 def test_writes_carry_an_idempotency_key_and_are_retried_safely(sandbox) -> None:
     sandbox.faults("chargebee", p500=1.0)
     sleep = SleepRecorder(action=sandbox.clear_faults)
-    with make_client(sandbox, sleep) as client:
+    with make_writer(sandbox, sleep) as client:
         created = client.create_customer({"id": "once", "email": "once@example.com"})
         assert created["id"] == "once"
         assert client.calls == {("POST", "/customers"): 2}
@@ -281,7 +292,7 @@ def test_a_429_on_a_write_is_retried_even_without_a_key(sandbox) -> None:
 
 def test_errors_carry_chargebee_fields_and_never_the_key(sandbox) -> None:
     base_url, api_key = sandbox.chargebee(SITE)
-    with make_client(sandbox) as client:
+    with make_writer(sandbox) as client:
         with pytest.raises(ChargebeeError) as missing:
             client.retrieve_customer("nobody")
         assert (missing.value.status, missing.value.api_error_code) == (404, "resource_not_found")
@@ -311,8 +322,15 @@ def test_an_unreachable_server_is_a_chargebee_error_without_the_key(sandbox) -> 
 # ------------------------------------------------------------------------------------------- writes
 
 
+def test_the_product_client_only_reads() -> None:
+    public = {name for name in vars(ChargebeeClient) if not name.startswith("_")}
+    assert public == {"close", "iter_pages", "list_customers", "list_subscriptions", "retrieve_customer",
+                      "retrieve_subscription"}
+    assert {"create_customer", "delete_customer", "cancel_subscription_for_items"} <= set(dir(ChargebeeWriter))
+
+
 def test_demo_writes_round_trip(sandbox) -> None:
-    with make_client(sandbox) as client:
+    with make_writer(sandbox) as client:
         created = client.create_customer({
             "id": "ada", "first_name": "Ada", "email": "ada@example.com", "cf_tier": "gold",
             "billing_address": {"city": "London", "country": "GB"}, "meta_data": {"source": "demo"},
