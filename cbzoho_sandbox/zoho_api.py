@@ -4,7 +4,7 @@ Why this exists: no machine running cbzoho reaches real Zoho, so every client te
 and demo talks to this emulation over real HTTP. It reproduces the documented contract of
 accounts.zoho.com (refresh-token grant, HTTP-200 token errors, 10 tokens per 10 minutes, 15 active
 tokens, revocation) and of {api_domain}/crm/v8 (Zoho-oauthtoken auth with 401 INVALID_TOKEN, daily API
-credits with X-API-CREDITS-REMAINING and 429, records, COQL, users and settings metadata), with one
+credits with X-API-CREDITS-REMAINING and 429, records, COQL, the org, users and settings metadata), with one
 org per tenant under {base}/zoho/{org}. Record semantics live in zoho_records.py, COQL in
 zoho_coql.py, field facts in zoho_schema.py.
 
@@ -29,18 +29,21 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from cbzoho_sandbox.zoho_coql import run_query
-from cbzoho_sandbox.zoho_records import ApiError, ZohoData
+from cbzoho_sandbox.zoho_records import ApiError, ZohoData, format_time
 from cbzoho_sandbox.zoho_schema import (
+    CURRENCY_FACTS,
     MODULE_INFO,
     MODULES,
     MetaIds,
     check_settings,
     deep_copy,
     default_settings,
+    edition,
     field_meta,
     layout_meta,
     parse_offset,
     pipeline_meta,
+    zone_name,
 )
 
 ALL_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH"]
@@ -90,6 +93,8 @@ class ZohoOrg:
         self.refresh_token = refresh_token
         self.id_prefix = 4_000_000 + zlib.crc32(name.encode()) % 5_000_000
         self.meta_ids = MetaIds(self.id_prefix)
+        self.zgid = str(600_000_000 + zlib.crc32(f"zgid:{name}".encode()) % 300_000_000)
+        self.created = int(sandbox.now())
         self.reset()
 
     # -- lifecycle and control surface ----------------------------------------------------------
@@ -191,6 +196,54 @@ class ZohoOrg:
             "credit_limited": self.counters["credit_limited"],
             "writes_with_automations": self.counters["writes_with_automations"],
             "records": self.counts(),
+        }
+
+    def details(self) -> dict[str, Any]:
+        """The org as GET /crm/v8/org describes it, from its settings; what the sandbox has no notion of
+        (address, logo, HIPAA, translation, Google Apps) is null or false, as in a new org."""
+        settings = self.settings_ref
+        iso = settings["home_currency"]
+        name, symbol, locale, country = CURRENCY_FACTS.get(iso, (None, iso, None, None))
+        offset = parse_offset(settings["utc_offset"])
+        admin = self.current_user()
+        paid_type = edition(self.concurrency_limit)
+        return {
+            "id": self.meta_ids.make("org"),
+            "type": self.environment,
+            "company_name": settings["company_name"],
+            "alias": None,
+            "primary_email": admin["email"],
+            "primary_zuid": admin["zuid"],
+            "zgid": self.zgid,
+            "domain_name": f"org{self.zgid}",
+            "created_time": format_time(self.created, offset),
+            "time_zone": zone_name(offset),
+            "country_code": country,
+            "country": None, "city": None, "street": None, "state": None, "zip": None,
+            "phone": None, "mobile": None, "fax": None, "website": None, "description": None,
+            "employee_count": None, "photo_id": None, "zia_portal_id": None,
+            "currency": f"{name} - {iso}" if name else iso,
+            "iso_code": iso,
+            "currency_symbol": symbol,
+            "currency_locale": locale,
+            "mc_status": bool(settings["multi_currency"]),
+            "license_details": {
+                "paid": paid_type != "free",
+                "paid_type": paid_type,
+                "paid_expiry": None,
+                "trial_type": None,
+                "trial_expiry": None,
+                "users_license_purchased": sum(1 for u in settings["users"] if u["status"] == "active"),
+                "portal_users_license_purchased": 0,
+            },
+            "hierarchy_preferences": {"type": "Role_Hierarchy", "strictly_reporting": False},
+            "max_per_page": 200,
+            "gapps_enabled": False,
+            "translation_enabled": False,
+            "privacy_settings": False,
+            "hipaa_compliance_enabled": False,
+            "lite_users_enabled": False,
+            "deletable_org_account": False,
         }
 
     # -- users ------------------------------------------------------------------------------------
@@ -470,6 +523,9 @@ def zoho_routes(sandbox: Any) -> list[Route]:
         return status, out, cost
 
     # -- metadata handlers ---------------------------------------------------------------------------
+    async def organization(org: ZohoOrg, request: Request) -> tuple[int, Any, int]:
+        return 200, {"org": [org.details()]}, 1
+
     async def users(org: ZohoOrg, request: Request) -> tuple[int, Any, int]:
         params = request.query_params
         kind = params.get("type") or "AllUsers"
@@ -570,6 +626,7 @@ def zoho_routes(sandbox: Any) -> list[Route]:
         Route("/zoho/accounts/oauth/v2/token", token, methods=ALL_METHODS),
         Route("/zoho/accounts/oauth/v2/token/revoke", revoke, methods=ALL_METHODS),
         Route(f"{v8}/coql", api({"POST": coql}), methods=ALL_METHODS),
+        Route(f"{v8}/org", api({"GET": organization}), methods=ALL_METHODS),
         Route(f"{v8}/users", api({"GET": users}), methods=ALL_METHODS),
         Route(f"{v8}/users/{{user_id}}", api({"GET": user_one}), methods=ALL_METHODS),
         Route(f"{v8}/settings/fields", api({"GET": fields}), methods=ALL_METHODS),

@@ -59,6 +59,7 @@ def default_settings(environment: str) -> dict[str, Any]:
         "sub_concurrency_limit": 10,
         "daily_credits": 50000,
         "utc_offset": "+05:30",
+        "company_name": "Acme Corp",
         "pipelines": {"Standard (Standard)": list(DEFAULT_STAGES)},
         "users": [
             {"email": "admin@acme.example", "full_name": "Ada Admin", "status": "active",
@@ -74,7 +75,7 @@ SETTING_TYPES: dict[str, type | tuple[type, ...]] = {
     "multi_currency": bool, "home_currency": str, "currencies": list, "token_expires_in": int,
     "token_rate_limit": int, "token_rate_window": (int, float), "max_active_tokens": int,
     "concurrency_limit": int, "sub_concurrency_limit": int, "daily_credits": int, "utc_offset": str,
-    "pipelines": dict, "users": list,
+    "company_name": str, "pipelines": dict, "users": list,
 }
 
 
@@ -324,6 +325,39 @@ def layout_meta(module: str, fields: list[Field], settings: dict[str, Any], ids:
         "sections": [{"display_label": f"{singular} Information", "api_name": f"{singular} Information",
                       "sequence_number": 1, "column_count": 2, "fields": entries}],
     }
+
+
+# Home currencies the org API can describe: ISO code -> (name, symbol, currency locale, country code).
+CURRENCY_FACTS: dict[str, tuple[str, str, str, str]] = {
+    "USD": ("US Dollar", "$", "en_US", "US"),
+    "EUR": ("Euro", "€", "de_DE", "DE"),
+    "GBP": ("Pound Sterling", "£", "en_GB", "GB"),
+    "JPY": ("Japanese Yen", "¥", "ja_JP", "JP"),
+    "INR": ("Indian Rupee", "₹", "en_IN", "IN"),
+    "CAD": ("Canadian Dollar", "$", "en_CA", "CA"),
+    "AUD": ("Australian Dollar", "$", "en_AU", "AU"),
+}
+# Zoho's editions by their concurrent-call limit per org (the sandbox enforces `concurrency_limit`).
+EDITION_CONCURRENCY = (("free", 5), ("standard", 10), ("professional", 15), ("enterprise", 20), ("ultimate", 25))
+# Named zones for offsets that are not whole hours (whole hours map to Etc/GMT∓h).
+_PARTIAL_HOUR_ZONES = {-570: "Pacific/Marquesas", -210: "America/St_Johns", 210: "Asia/Tehran", 270: "Asia/Kabul",
+                       330: "Asia/Kolkata", 345: "Asia/Kathmandu", 390: "Asia/Yangon", 525: "Australia/Eucla",
+                       570: "Australia/Darwin", 765: "Pacific/Chatham"}
+
+
+def edition(concurrency_limit: int) -> str:
+    """The edition whose concurrency limit the org has (the highest one not above it)."""
+    fitting = [name for name, limit in EDITION_CONCURRENCY if limit <= concurrency_limit]
+    return fitting[-1] if fitting else "free"
+
+
+def zone_name(offset_minutes: int) -> str:
+    """A time-zone name with this UTC offset: 'UTC', 'Etc/GMT-2' (two hours east), 'Asia/Kolkata'..."""
+    if offset_minutes == 0:
+        return "UTC"
+    if offset_minutes % 60 == 0:  # the Etc zones count westwards: Etc/GMT-2 is UTC+02:00
+        return f"Etc/GMT{'-' if offset_minutes > 0 else '+'}{abs(offset_minutes) // 60}"
+    return _PARTIAL_HOUR_ZONES.get(offset_minutes, "UTC")
 
 
 def deep_copy(value: Any) -> Any:
