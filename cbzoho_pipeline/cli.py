@@ -39,6 +39,25 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sandbox_token(args: argparse.Namespace) -> int:
+    """Issue a new Zoho refresh token in a running sandbox and rewrite its info file: the reconnect step
+    after `cbzoho disconnect` revoked the old one."""
+    import os
+
+    server = _sandbox_server()
+    path = args.info_file or os.environ.get("CBZOHO_SANDBOX_INFO")
+    if not path:
+        raise CliError("which sandbox? give --info-file FILE (or set CBZOHO_SANDBOX_INFO)")
+    try:
+        token, _info = server.issue_refresh_token(Path(path), args.org)
+    except server.SandboxUnreachable as exc:
+        raise CliError(str(exc)) from None
+    print(f"sandbox org {args.org!r}: new refresh token {token[:9]}…{token[-4:]} issued; {path} now holds it")
+    print("sites with sandbox: true use it from their next run; after a disconnect, run "
+          "`cbzoho reconnect --site SITE`")
+    return 0
+
+
 MODULES = ("Accounts", "Contacts", "Deals")
 COUNT_KEYS = ("created", "updated", "unchanged", "skipped", "errors")
 
@@ -340,6 +359,12 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--org", default="sandbox", help="Zoho org to seed (default: sandbox)")
     sb.add_argument("--quiet", action="store_true", help="print nothing on start")
     sb.set_defaults(func=_cmd_sandbox)
+
+    stk = sub.add_parser("sandbox-token", help="issue a new Zoho refresh token in a running sandbox and rewrite "
+                         "its info file (to reconnect after a disconnect)")
+    stk.add_argument("--info-file", help="the running sandbox's info file (default: $CBZOHO_SANDBOX_INFO)")
+    stk.add_argument("--org", default="sandbox", help="Zoho org of the sandbox (default: sandbox)")
+    stk.set_defaults(func=_cmd_sandbox_token)
 
     sy = sub.add_parser("sync", help="run one sync of a site headless; exit 0 clean, 1 sync errors, 2 failed")
     sy.add_argument("--site", required=True)

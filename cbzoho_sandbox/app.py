@@ -18,6 +18,7 @@ import random
 import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -100,6 +101,9 @@ class Sandbox:
         # org -> API calls still to serve before every access token of the org expires (a mid-run expiry).
         self.expire_after: dict[str, int] = {}
         self.stats: dict[tuple[str, str], TenantStats] = defaultdict(TenantStats)
+        # Called with the new info when a credential in it changes (a refresh token issued, a reset);
+        # `serve()` uses it to keep its --info-file current.
+        self.on_info_change: Callable[[dict[str, Any]], None] | None = None
         for name, live in DEFAULT_SITES.items():
             self.sites[name] = ChargebeeSite(self, name, self._credential("cb", name), live)
         for name in DEFAULT_ORGS:
@@ -148,7 +152,19 @@ class Sandbox:
             },
         }
 
+    def info_changed(self) -> None:
+        if self.on_info_change is not None:
+            self.on_info_change(self.info())
+
+    def issue_refresh_token(self, org: str) -> str:
+        """A new refresh token for the org's client, shown from now on by the info (see ZohoOrg)."""
+        with self.lock:
+            token = self.orgs[org].issue_refresh_token()
+        self.info_changed()
+        return token
+
     def reset(self) -> None:
+        credentials_changed = any(o.refresh_token != o.initial_refresh_token for o in self.orgs.values())
         with self.lock:
             for site in self.sites.values():
                 site.reset()
@@ -159,6 +175,8 @@ class Sandbox:
             self.stats.clear()
             self.rng.seed(0)  # fault dice replay the same way after every reset
             self._clock_offset = 0.0
+        if credentials_changed:  # every org is back to the refresh token it started with
+            self.info_changed()
 
     def seed(self, *, customers: int, seed: int, site: str, org: str) -> dict[str, Any]:
         """Load a generated messy dataset into one Chargebee site and its Zoho org."""
@@ -422,6 +440,13 @@ def _control_routes(sandbox: Sandbox) -> list[Route]:
         org.expire_tokens()
         return ok()
 
+    async def refresh_token(request: Request) -> Response:
+        name = request.path_params["org"]
+        if name not in sandbox.orgs:
+            return error(f"unknown org {name!r}; orgs: {', '.join(sandbox.orgs)}", 404)
+        token = sandbox.issue_refresh_token(name)
+        return ok({"ok": True, "org": name, "refresh_token": token, "info": sandbox.info()})
+
     async def stats(request: Request) -> Response:
         return ok(sandbox.stats_dict())
 
@@ -466,6 +491,7 @@ def _control_routes(sandbox: Sandbox) -> list[Route]:
         Route(p + "/zoho/{org}/records/{module}", dump, methods=["GET"]),
         Route(p + "/zoho/{org}/settings", zoho_settings, methods=["GET", "POST"]),
         Route(p + "/zoho/{org}/expire_tokens", expire_tokens, methods=["POST"]),
+        Route(p + "/zoho/{org}/refresh_token", refresh_token, methods=["POST"]),
         Route(p + "/chargebee/{site}/settings", chargebee_settings, methods=["POST"]),
         Route(p + "/chargebee/{site}/counts", chargebee_counts, methods=["GET"]),
         Route(p + "/stats", stats, methods=["GET"]),

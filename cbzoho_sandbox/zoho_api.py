@@ -2,11 +2,11 @@
 
 Why this exists: no machine running cbzoho reaches real Zoho, so every client test, end-to-end sync
 and demo talks to this emulation over real HTTP. It reproduces the documented contract of
-accounts.zoho.com (refresh-token grant, HTTP-200 token errors, 10 tokens per 10 minutes, 15 active
-tokens, revocation) and of {api_domain}/crm/v8 (Zoho-oauthtoken auth with 401 INVALID_TOKEN, daily API
-credits with X-API-CREDITS-REMAINING and 429, records, COQL, the org, users and settings metadata), with one
-org per tenant under {base}/zoho/{org}. Record semantics live in zoho_records.py, COQL in
-zoho_coql.py, field facts in zoho_schema.py.
+accounts.zoho.com (refresh-token grant, HTTP-200 token errors, 10 tokens per 10 minutes and 15 active
+tokens per refresh token, 20 refresh tokens per client, revocation) and of {api_domain}/crm/v8
+(Zoho-oauthtoken auth with 401 INVALID_TOKEN, daily API credits with X-API-CREDITS-REMAINING and 429,
+records, COQL, the org, users and settings metadata), with one org per tenant under {base}/zoho/{org}.
+Record semantics live in zoho_records.py, COQL in zoho_coql.py, field facts in zoho_schema.py.
 
 What it must never do: contact the real Zoho, log or echo secrets (client secret, refresh or access
 tokens) in responses or errors, use the wall clock instead of the sandbox clock, or enforce the
@@ -50,6 +50,7 @@ ALL_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH"]
 DAY = 86400
 USER_TYPES = ("AllUsers", "ActiveUsers", "DeactiveUsers", "ConfirmedUsers", "NotConfirmedUsers",
               "DeletedUsers", "ActiveConfirmedUsers", "AdminUsers", "ActiveConfirmedAdmins", "CurrentUser")
+MAX_REFRESH_TOKENS = 20  # per user and client; issuing the 21st invalidates the oldest
 TOO_MANY_TOKENS = {"error_description": "You have made too many requests continuously. "
                                         "Please try again after some time.",
                    "error": "Access Denied", "status": "failure"}
@@ -90,7 +91,7 @@ class ZohoOrg:
         self.environment = environment
         self.client_id = client_id
         self.client_secret = client_secret
-        self.refresh_token = refresh_token
+        self.initial_refresh_token = refresh_token  # what a reset returns to
         self.id_prefix = 4_000_000 + zlib.crc32(name.encode()) % 5_000_000
         self.meta_ids = MetaIds(self.id_prefix)
         self.zgid = str(600_000_000 + zlib.crc32(f"zgid:{name}".encode()) % 300_000_000)
@@ -102,9 +103,14 @@ class ZohoOrg:
         self.settings_ref: dict[str, Any] = default_settings(self.environment)
         self.settings_ref["users"] = self._normalize_users(self.settings_ref["users"])
         self._users_by_id: dict[str, dict[str, Any]] | None = None
-        self.refresh_revoked = False
-        self.access_tokens: dict[str, dict[str, float]] = {}
-        self.token_mints: collections.deque[float] = collections.deque()
+        # Refresh tokens of the org's client, oldest first: token -> {"issued", "revoked"}. The newest one is
+        # `refresh_token`, the one the info file shows; older ones work until revoked or pushed out.
+        self.refresh_tokens: dict[str, dict[str, Any]] = {
+            self.initial_refresh_token: {"issued": self.now(), "revoked": False}}
+        self.refresh_token = self.initial_refresh_token
+        # access token -> {"issued", "expires", "refresh": the refresh token that minted it}
+        self.access_tokens: dict[str, dict[str, Any]] = {}
+        self.token_mints: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
         self.reset_stats()
         self.data = ZohoData(self)
 
@@ -189,6 +195,7 @@ class ZohoOrg:
             "credits_used_24h": self.credits_window,
             "credits_remaining": max(0, self.settings_ref["daily_credits"] - self.credits_window),
             "tokens_issued": self.counters["tokens_issued"],
+            "refresh_tokens_issued": self.counters["refresh_tokens_issued"],
             "token_requests_denied": self.counters["token_requests_denied"],
             "token_errors": self.counters["token_errors"],
             "active_tokens": sum(1 for t in self.access_tokens.values() if t["expires"] > self.now()),
@@ -298,30 +305,57 @@ class ZohoOrg:
         return users[0]
 
     # -- OAuth ----------------------------------------------------------------------------------
-    def mint_access_token(self) -> str | None:
-        """A new access token, or None when the 10-per-window refresh limit is reached."""
+    def live_refresh_token(self, given: str) -> str | None:
+        """The org's refresh token equal to `given` if it is still valid (compared in constant time)."""
+        found = None
+        for token, state in self.refresh_tokens.items():
+            if secrets.compare_digest(given, token) and not state["revoked"]:
+                found = token
+        return found
+
+    def mint_access_token(self, refresh: str) -> str | None:
+        """A new access token from a valid refresh token, or None when that refresh token's limit of
+        `token_rate_limit` tokens per `token_rate_window` is reached."""
         now = self.now()
         settings = self.settings_ref
         window = float(settings["token_rate_window"])
-        while self.token_mints and self.token_mints[0] <= now - window:
-            self.token_mints.popleft()
-        if len(self.token_mints) >= settings["token_rate_limit"]:
+        mints = self.token_mints[refresh]
+        while mints and mints[0] <= now - window:
+            mints.popleft()
+        if len(mints) >= settings["token_rate_limit"]:
             self.counters["token_requests_denied"] += 1
             return None
-        self.token_mints.append(now)
+        mints.append(now)
         for key in [k for k, t in self.access_tokens.items() if t["expires"] <= now]:
             del self.access_tokens[key]
-        while len(self.access_tokens) >= settings["max_active_tokens"]:
-            oldest = min(self.access_tokens, key=lambda k: self.access_tokens[k]["issued"])
+        siblings = [k for k, t in self.access_tokens.items() if t["refresh"] == refresh]
+        while len(siblings) >= settings["max_active_tokens"]:  # the 16th invalidates the oldest
+            oldest = min(siblings, key=lambda k: self.access_tokens[k]["issued"])
+            siblings.remove(oldest)
             del self.access_tokens[oldest]
         token = f"1000.{secrets.token_hex(16)}.{secrets.token_hex(16)}"
-        self.access_tokens[token] = {"issued": now, "expires": now + settings["token_expires_in"]}
+        self.access_tokens[token] = {"issued": now, "expires": now + settings["token_expires_in"], "refresh": refresh}
         self.counters["tokens_issued"] += 1
         return token
 
-    def revoke(self) -> None:
-        self.refresh_revoked = True
-        self.access_tokens.clear()
+    def issue_refresh_token(self) -> str:
+        """A new refresh token for the org's client, as a new grant-code exchange gives; it becomes the one
+        the info file shows. Earlier ones keep working until revoked; the oldest live one beyond
+        MAX_REFRESH_TOKENS is invalidated. A revoked token is never revived."""
+        token = f"1000.{secrets.token_hex(16)}.{secrets.token_hex(16)}"
+        self.refresh_tokens[token] = {"issued": self.now(), "revoked": False}
+        self.refresh_token = token
+        self.counters["refresh_tokens_issued"] += 1
+        live = [k for k, state in self.refresh_tokens.items() if not state["revoked"]]
+        for old in live[:-MAX_REFRESH_TOKENS]:
+            self.revoke(old)
+        return token
+
+    def revoke(self, refresh: str) -> None:
+        """Revoke one refresh token and every access token minted from it."""
+        self.refresh_tokens[refresh]["revoked"] = True
+        for key in [k for k, t in self.access_tokens.items() if t["refresh"] == refresh]:
+            del self.access_tokens[key]
 
     def authorized(self, header: str | None) -> bool:
         prefix = "Zoho-oauthtoken "
@@ -420,10 +454,11 @@ def zoho_routes(sandbox: Any) -> list[Route]:
             if org:
                 org.counters["token_errors"] += 1
             return JSONResponse({"error": "invalid_client"})
-        if org.refresh_revoked or not secrets.compare_digest(params.get("refresh_token", ""), org.refresh_token):
+        refresh = org.live_refresh_token(params.get("refresh_token", ""))
+        if refresh is None:
             org.counters["token_errors"] += 1
             return JSONResponse({"error": "invalid_code"})
-        access = org.mint_access_token()
+        access = org.mint_access_token(refresh)
         if access is None:
             return JSONResponse(TOO_MANY_TOKENS, status_code=400)
         return JSONResponse({"access_token": access, "api_domain": f"{base_url(request)}/zoho/{org.name}",
@@ -435,8 +470,9 @@ def zoho_routes(sandbox: Any) -> list[Route]:
         params = await _oauth_params(request)
         value = params.get("token", "")
         for org in sandbox.orgs.values():
-            if value and not org.refresh_revoked and secrets.compare_digest(value, org.refresh_token):
-                org.revoke()
+            refresh = org.live_refresh_token(value) if value else None
+            if refresh is not None:
+                org.revoke(refresh)
                 return JSONResponse({"status": "success"})
         return JSONResponse({"error": "invalid_code"})
 

@@ -100,7 +100,8 @@ print(json.dumps({"imported": names, "attempts": attempts,
 
 
 def test_sandbox_commands_without_the_sandbox_say_what_to_install(tmp_path: Path):
-    for command in (["sandbox", "--port", "0"], ["demo", "--port", "0", "--sandbox-port", "0"]):
+    for command in (["sandbox", "--port", "0"], ["demo", "--port", "0", "--sandbox-port", "0"],
+                    ["sandbox-token", "--info-file", str(tmp_path / "info.json")]):
         script = BLOCK_SANDBOX + f"from cbzoho_pipeline.cli import main\nsys.exit(main({command!r}))\n"
         done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
                               timeout=120, env={**_clean_env(), "CBZOHO_HOME": str(tmp_path / "home")})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -209,3 +210,49 @@ def test_writes_only_spares_reads_coql_and_tokens(sandbox):
 def test_a_bad_fault_spec_is_refused(sandbox, spec):
     response = requests.post(f"{sandbox.base_url}/_sandbox/faults", json={"api": "zoho", **spec}, timeout=10)
     assert response.status_code == 400 and "bad fault spec" in response.text
+
+
+def test_the_server_keeps_its_info_file_current_when_a_refresh_token_is_issued(sandbox):
+    original = json.loads(sandbox.info_file.read_text())["zoho"]["sandbox"]["refresh_token"]
+    new = sandbox.control("POST", "zoho/sandbox/refresh_token")["refresh_token"]
+    assert json.loads(sandbox.info_file.read_text())["zoho"]["sandbox"]["refresh_token"] == new
+    assert sandbox.info_file.stat().st_mode & 0o077 == 0  # credentials: owner-only
+    sandbox.reset()
+    assert json.loads(sandbox.info_file.read_text())["zoho"]["sandbox"]["refresh_token"] == original
+
+
+def _cbzoho(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cbzoho_pipeline.cli", *args], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=120, env=env)
+
+
+def test_cli_sandbox_token_issues_a_token_and_rewrites_the_info_file(sandbox, tmp_path):
+    copy = tmp_path / "info.json"
+    copy.write_text(sandbox.info_file.read_text())
+    before = json.loads(copy.read_text())
+    done = _cbzoho("sandbox-token", "--info-file", str(copy), "--org", "production")
+    assert done.returncode == 0, done.stderr
+    after = json.loads(copy.read_text())
+    new = after["zoho"]["production"]["refresh_token"]
+    assert new != before["zoho"]["production"]["refresh_token"]
+    assert after["zoho"]["sandbox"] == before["zoho"]["sandbox"]
+    assert after == sandbox.control("GET", "info")
+    assert new not in done.stdout and new[-4:] in done.stdout and str(copy) in done.stdout
+    assert "access_token" in ZohoHttp(sandbox, "production").refresh(refresh_token=new).json()
+    assert list(tmp_path.iterdir()) == [copy]  # no temporary file left behind
+
+
+def test_cli_sandbox_token_says_in_one_line_what_is_wrong(sandbox, tmp_path):
+    dead = tmp_path / "dead.json"
+    dead.write_text(json.dumps({**sandbox.info, "control_url": "http://127.0.0.1:9/_sandbox"}))
+    cases = {
+        "does not exist": ("--info-file", str(tmp_path / "missing.json")),
+        "did not answer": ("--info-file", str(dead)),
+        "unknown org 'nope'": ("--info-file", str(sandbox.info_file), "--org", "nope"),
+    }
+    for expected, args in cases.items():
+        done = _cbzoho("sandbox-token", *args)
+        assert done.returncode == 2, (args, done.stdout, done.stderr)
+        assert len(done.stderr.strip().splitlines()) == 1 and expected in done.stderr, done.stderr
+    env = {k: v for k, v in os.environ.items() if k != "CBZOHO_SANDBOX_INFO"}
+    assert "--info-file" in _cbzoho("sandbox-token", env=env).stderr

@@ -126,3 +126,76 @@ def test_revoke_kills_refresh_token_and_its_access_tokens(sandbox):
     assert zoho.refresh().json() == {"error": "invalid_code"}
     # the other org is untouched
     assert "access_token" in ZohoHttp(sandbox, "production").refresh().json()
+
+
+# -------------------------------------------------------------------------- new refresh tokens (reconnect)
+def _refresh(creds: dict, refresh_token: str) -> dict:
+    return requests.post(f"{creds['accounts_url']}/oauth/v2/token", timeout=30, params={
+        "grant_type": "refresh_token", "client_id": creds["client_id"], "client_secret": creds["client_secret"],
+        "refresh_token": refresh_token}).json()
+
+
+def _revoke(creds: dict, refresh_token: str) -> dict:
+    return requests.post(f"{creds['accounts_url']}/oauth/v2/token/revoke", params={"token": refresh_token},
+                         timeout=30).json()
+
+
+def test_a_new_refresh_token_works_and_a_revoked_one_stays_revoked(sandbox):
+    creds = sandbox.zoho("sandbox")
+    first = creds["refresh_token"]
+    assert _revoke(creds, first) == {"status": "success"}
+
+    issued = sandbox.control("POST", "zoho/sandbox/refresh_token")
+    second = issued["refresh_token"]
+    assert second.startswith("1000.") and second != first
+    assert issued["info"]["zoho"]["sandbox"]["refresh_token"] == second
+    assert sandbox.control("GET", "info")["zoho"]["sandbox"]["refresh_token"] == second
+    # same client, same org: only the refresh token is new
+    assert {k: v for k, v in issued["info"]["zoho"]["sandbox"].items() if k != "refresh_token"} == {
+        k: v for k, v in creds.items() if k != "refresh_token"}
+    assert "access_token" in _refresh(creds, second)
+    assert _refresh(creds, first) == {"error": "invalid_code"}  # issuing a new one revives nothing
+    assert _revoke(creds, first) == {"error": "invalid_code"}
+
+    third = sandbox.control("POST", "zoho/sandbox/refresh_token")["refresh_token"]
+    assert "access_token" in _refresh(creds, second)  # an older one works until it is revoked
+    assert "access_token" in _refresh(creds, third)
+    assert "access_token" in ZohoHttp(sandbox, "production").refresh().json()  # the other org is untouched
+    assert sandbox.stats()["zoho"]["sandbox"]["refresh_tokens_issued"] == 2
+
+
+def test_revoking_one_refresh_token_kills_only_its_access_tokens(sandbox):
+    creds = sandbox.zoho("sandbox")
+    old_access = _refresh(creds, creds["refresh_token"])["access_token"]
+    new = sandbox.control("POST", "zoho/sandbox/refresh_token")["refresh_token"]
+    new_access = _refresh(creds, new)["access_token"]
+    assert _revoke(creds, creds["refresh_token"]) == {"status": "success"}
+    zoho = ZohoHttp(sandbox)
+    assert zoho.get("org", token=old_access).status_code == 401
+    assert zoho.get("org", token=new_access).status_code == 200
+
+
+def test_each_refresh_token_has_its_own_mint_limit(sandbox):
+    sandbox.settings_zoho("sandbox", token_rate_limit=2)
+    creds = sandbox.zoho("sandbox")
+    assert ["access_token" in _refresh(creds, creds["refresh_token"]) for _ in range(3)] == [True, True, False]
+    new = sandbox.control("POST", "zoho/sandbox/refresh_token")["refresh_token"]
+    assert "access_token" in _refresh(creds, new)
+
+
+def test_the_twenty_first_refresh_token_invalidates_the_oldest(sandbox):
+    creds = sandbox.zoho("sandbox")
+    issued = [sandbox.control("POST", "zoho/sandbox/refresh_token")["refresh_token"] for _ in range(20)]
+    assert _refresh(creds, creds["refresh_token"]) == {"error": "invalid_code"}  # 21 live: the first went
+    assert all("access_token" in _refresh(creds, token) for token in (issued[0], issued[-1]))
+
+
+def test_reset_returns_every_org_to_the_refresh_token_it_started_with(sandbox):
+    creds = sandbox.zoho("sandbox")
+    new = sandbox.control("POST", "zoho/sandbox/refresh_token")["refresh_token"]
+    _revoke(creds, creds["refresh_token"])
+    sandbox.reset()
+    assert sandbox.control("GET", "info")["zoho"]["sandbox"]["refresh_token"] == creds["refresh_token"]
+    assert "access_token" in _refresh(creds, creds["refresh_token"])
+    assert _refresh(creds, new) == {"error": "invalid_code"}
+    assert requests.post(f"{sandbox.base_url}/_sandbox/zoho/nope/refresh_token", timeout=30).status_code == 404
