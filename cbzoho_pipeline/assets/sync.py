@@ -75,6 +75,41 @@ def _md_table(rows: list[dict[str, Any]], limit: int = 50) -> dg.MetadataValue:
     return dg.MetadataValue.md(frame.to_markdown(index=False) + more)
 
 
+def _cell(value: Any) -> str | int | float | bool | None:
+    """A value a TableRecord accepts: plain scalars as they are, missing values as None, the rest as text."""
+    if value is None or (not isinstance(value, (str, list, dict)) and pd.isna(value)):
+        return None
+    if hasattr(value, "item"):  # numpy scalars
+        value = value.item()
+    return value if isinstance(value, (str, int, float, bool)) else str(value)
+
+
+def _table(rows: list[dict[str, Any]], columns: dict[str, str], limit: int) -> dg.MetadataValue:
+    """A check's rows as Dagster table metadata (the UI renders it as a table with this header, even when
+    empty). `columns` maps each column to its type ("string", "int"); only the first `limit` rows are kept."""
+    schema = dg.TableSchema(columns=[dg.TableColumn(name, kind) for name, kind in columns.items()])
+    records = [dg.TableRecord({name: _cell(row.get(name)) for name in columns}) for row in rows[:limit]]
+    return dg.MetadataValue.table(records=records, schema=schema)
+
+
+def _shown(total: int, limit: int) -> dict[str, Any]:
+    """Says so when a check's table is cut short."""
+    return {"rows_shown": f"first {limit} of {total}"} if total > limit else {}
+
+
+# The columns of each check's table, in the order the UI shows them.
+PROBLEM_COLUMNS = {"column": "string", "check": "string", "value": "string"}
+SET_ASIDE_COLUMNS = {"id": "string", "resource_version": "int", "reason": "string"}
+ERROR_COLUMNS = {"chargebee_id": "string", "code": "string", "message": "string", "last_seen": "string"}
+DUPLICATE_COLUMNS = {"email": "string", "contacts": "int", "zoho_ids": "string"}
+
+
+def _site_check(name: str, asset: str, **spec: Any) -> dg.AssetCheckSpec:
+    """A check of one site: partitioned like its asset, so each evaluation belongs to the site of its run.
+    (Dagster marks partitions_def on a check as a preview; see README, Architecture.)"""
+    return dg.AssetCheckSpec(name, asset=asset, partitions_def=SITES, **spec)
+
+
 # --------------------------------------------------------------------------------------------- chargebee
 def _extract_asset(stream: str, contract: Any):
     name = f"chargebee_{stream}"
@@ -86,12 +121,12 @@ def _extract_asset(stream: str, contract: Any):
         metadata={"dagster/column_schema": schemas.table_schema(contract),
                   "dagster/table_name": f"cb_{stream}"},
         check_specs=[
-            dg.AssetCheckSpec("contract", asset=name, blocking=True,
-                              description="Every page read honours the columns and types the sync relies on. "
-                                          "Blocking: a breach stops the sync before anything is pushed."),
-            dg.AssetCheckSpec("rows_set_aside", asset=name,
-                              description="Rows set aside by validation (e.g. an email Zoho would reject). "
-                                          "They are not synced and are checked again when they change."),
+            _site_check("contract", name, blocking=True,
+                        description="Every page read honours the columns and types the sync relies on. "
+                                    "Blocking: a breach stops the sync before anything is pushed."),
+            _site_check("rows_set_aside", name,
+                        description="Rows set aside by validation (e.g. an email Zoho would reject). "
+                                    "They are not synced and are checked again when they change."),
         ],
         description=f"Chargebee {stream}, read incrementally (cursor on updated_at, with overlap) into DuckDB.",
     )
@@ -107,14 +142,17 @@ def _extract_asset(stream: str, contract: Any):
         checks = [
             dg.AssetCheckResult(
                 check_name="contract", passed=result.ok,
-                metadata={"problems": _md_table(result.contract_problems), "problem_count": len(result.contract_problems)},
+                metadata={"problems": _table(result.contract_problems, PROBLEM_COLUMNS, limit=50),
+                          "problem_count": len(result.contract_problems), **_shown(len(result.contract_problems), 50)},
                 description=None if result.ok else f"{stream} from Chargebee broke the contract; nothing was pushed",
             ),
             dg.AssetCheckResult(
                 check_name="rows_set_aside", passed=not rejects,
                 severity=dg.AssetCheckSeverity.WARN,
                 metadata={"rows_set_aside": len(rejects),
-                          "rows": _md_table([{"id": i, "resource_version": v, "reason": r} for i, v, r in rejects])},
+                          "rows": _table([{"id": i, "resource_version": v, "reason": r} for i, v, r in rejects],
+                                         SET_ASIDE_COLUMNS, limit=200),
+                          **_shown(len(rejects), 200)},
             ),
         ]
         return dg.MaterializeResult(
@@ -264,8 +302,8 @@ def _push_asset(module: str, deps: list):
         **_common("push"),
         tags={"destination": "zoho"},
         deps=deps,
-        check_specs=[dg.AssetCheckSpec(
-            "sync_errors", asset=name,
+        check_specs=[_site_check(
+            "sync_errors", name,
             description=f"Every {module} record that failed to sync, with Zoho's (or our) code and message. "
                         "Failed records are planned again next run.")],
         description=f"Pushes the plan's {module} creates and updates to Zoho CRM (at most 100 records a call) "
@@ -293,7 +331,7 @@ def _push_asset(module: str, deps: list):
             check_results=[dg.AssetCheckResult(
                 check_name="sync_errors", passed=not error_rows,
                 metadata={"error_count": len(error_rows),
-                          "errors": _md_table(error_rows, limit=200),
+                          "errors": _table(error_rows, ERROR_COLUMNS, limit=200), **_shown(len(error_rows), 200),
                           "errors_json": dg.MetadataValue.json(error_rows[:500])},
                 description=None if not error_rows else f"{len(error_rows)} {module} record(s) failed to sync",
             )],
@@ -312,8 +350,9 @@ SYNC_ASSETS = [
 ]
 
 
-@dg.asset_check(asset=zoho_contacts, description="Emails held by more than one Zoho contact: customers with "
-                "such an email cannot be matched and become sync errors.")
+@dg.asset_check(asset=zoho_contacts, partitions_def=SITES,
+                description="Emails held by more than one Zoho contact: customers with such an email cannot be "
+                            "matched and become sync errors.")
 def duplicate_emails_in_zoho(context: dg.AssetCheckExecutionContext,
                              warehouse: WarehouseResource) -> dg.AssetCheckResult:
     with warehouse.open(load_settings().site(context.partition_key).name) as wh:
@@ -321,7 +360,8 @@ def duplicate_emails_in_zoho(context: dg.AssetCheckExecutionContext,
     return dg.AssetCheckResult(
         passed=dupes.empty,
         severity=dg.AssetCheckSeverity.WARN,
-        metadata={"duplicate_emails": len(dupes), "rows": _md_table(dupes.to_dict("records"))},
+        metadata={"duplicate_emails": len(dupes),
+                  "rows": _table(dupes.to_dict("records"), DUPLICATE_COLUMNS, limit=200), **_shown(len(dupes), 200)},
     )
 
 

@@ -106,6 +106,7 @@ class E2E:
                                         raise_on_error=False, run_config=run_config or None)
         outcome = SyncOutcome(result)
         for evaluation in result.get_asset_check_evaluations():
+            assert evaluation.partition == site, evaluation  # every check result belongs to the site of its run
             outcome.checks[f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"] = evaluation
         for module in ("accounts", "contacts", "deals"):
             mats = result.asset_materializations_for_node(f"synced_{module}")

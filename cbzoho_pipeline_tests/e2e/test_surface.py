@@ -73,6 +73,8 @@ def test_definitions_load_with_groups_kinds_owners_and_checks():
     }
     assert checks[("chargebee_customers", "contract")].blocking
     assert checks[("chargebee_subscriptions", "contract")].blocking
+    for key, spec in checks.items():  # each site's results are its own: partitioned like the assets
+        assert set(spec.partitions_def.get_partition_keys()) == {"acme", "acme-test"}, key
 
     job = definitions.resolve_job_def("cbzoho_sync")
     assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} >= set(groups)

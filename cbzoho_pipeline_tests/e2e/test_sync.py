@@ -163,7 +163,7 @@ def test_contract_break_stops_the_sync_before_anything_is_pushed(e2e):
     assert not outcome.success
     contract = outcome.check("chargebee_customers", "contract")
     assert not contract.passed
-    assert "created_at" in contract.metadata["problems"].value
+    assert "created_at" in {r.data["column"] for r in contract.metadata["problems"].value.records}
     assert e2e.zoho("Contacts") == []
     assert e2e.writes() == 0
     planned = [m for m in outcome.result.get_asset_materialization_events()
@@ -182,6 +182,7 @@ def test_bad_row_is_set_aside_reported_and_retried_when_it_changes(e2e):
     assert [c["Email"] for c in e2e.zoho("Contacts")] == ["good@example.com"]
     set_aside = outcome.check("chargebee_customers", "rows_set_aside")
     assert not set_aside.passed and set_aside.metadata["rows_set_aside"].value == 1
+    assert [r.data["id"] for r in set_aside.metadata["rows"].value.records] == ["c_bad"]
     assert {e["source_key"]: e["code"] for e in e2e.errors()} == {"c_bad": "VALIDATION_FAILED"}
 
     e2e.cb("POST", "customers/c_bad", email="bad.fixed@example.com")
