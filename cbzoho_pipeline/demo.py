@@ -158,7 +158,7 @@ cbzoho demo
   state       {exports['CBZOHO_HOME']}  (Dagster's run history in {exports['DAGSTER_HOME']})
 
 In the UI: Assets -> cbzoho_sync graph -> pick partition acme-test -> Materialize all (or Jobs -> cbzoho_sync
--> Launch run); then open synced_contacts -> Checks -> sync_errors for the sync errors.
+-> Launch run); then synced_contacts -> Checks -> sync_errors -> Partitions -> acme-test for the sync errors.
 
 Headless, from any terminal (these runs show in the UI too):
   {export}
