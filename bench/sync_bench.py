@@ -2,7 +2,8 @@
 
 Prints, per sync: wall time, API calls per endpoint (from the sandbox's own counters), Zoho credits spent,
 token calls, and the peak memory of the sync process. Each sync runs as its own `cbzoho sync` process so
-its peak RSS is its own. Usage:
+its peak RSS is its own. It needs the sandbox (the `sandbox` extra, part of `dev`), which it starts with
+`cbzoho sandbox`. Usage:
 
     .venv/bin/python bench/sync_bench.py --customers 500 [--seed 42] [--json out.json]
 """
@@ -46,6 +47,9 @@ def main() -> int:
                                     "--info-file", str(info_file), "--quiet"], cwd=REPO)
         try:
             while not info_file.exists():
+                if sandbox.poll() is not None:  # e.g. the sandbox extra is not installed (it said so)
+                    print(f"the sandbox exited with {sandbox.returncode} before it was ready", file=sys.stderr)
+                    return 2
                 time.sleep(0.05)
             info = json.loads(info_file.read_text())
             control = info["control_url"]

@@ -5,8 +5,9 @@ talk to this server over real HTTP. The API modules (`chargebee_api`, `zoho_api`
 module owns what is common to both: tenants, the clock, fault injection, latency, Zoho's per-org
 concurrency limit, call statistics and the control surface under `/_sandbox`.
 
-What it must never do: be imported by product code (only the CLI's `sandbox`/`demo` commands and the tests
-use it), or let one tenant's data, faults or statistics leak into another's.
+What it must never do: be imported by product code (only the CLI's `sandbox`, `sandbox-token` and `demo`
+commands, the tests and the benchmarks use this package), or let one tenant's data, faults or statistics leak
+into another's.
 """
 
 from __future__ import annotations
