@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -17,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import dagster as dg
 import pytest
 import requests
 
@@ -93,7 +95,7 @@ def read_printed(path: Path, pattern: str, demo: subprocess.Popen, seconds: floa
 
 
 @pytest.mark.slow
-def test_demo_commands_work_in_a_new_terminal_and_sigterm_stops_every_process(tmp_path):
+def test_demo_commands_work_in_a_new_terminal_and_sigterm_stops_every_process(tmp_path, monkeypatch):
     ui_port, sandbox_port = free_port(), free_port()
     home = tmp_path / "demo home"  # a space: the printed commands must quote paths
     out, err = tmp_path / "demo.out", tmp_path / "demo.err"
@@ -134,7 +136,13 @@ def test_demo_commands_work_in_a_new_terminal_and_sigterm_stops_every_process(tm
         runs = requests.post(f"http://127.0.0.1:{ui_port}/graphql", timeout=30, json={
             "query": "{ runsOrError(limit: 20) { ... on Runs { results { runId status jobName } } } }"}).json()
         shown = {r["runId"]: r for r in runs["data"]["runsOrError"]["results"]}
-        assert shown.get(run_id, {}).get("status") == "SUCCESS", runs  # in the demo's Dagster history
+        assert shown.get(run_id, {}).get("status") == "SUCCESS", runs  # the demo's UI shows it
+        exported = dict(item.split("=", 1) for item in shlex.split(export)[1:])
+        monkeypatch.setenv("DAGSTER_HOME", exported["DAGSTER_HOME"])
+        with dg.DagsterInstance.get() as instance:
+            recorded = instance.get_run_by_id(run_id)  # ...because it is in the demo's DAGSTER_HOME
+        assert recorded is not None and recorded.tags.get("dagster/partition") == "acme-test"
+        assert Path(exported["DAGSTER_HOME"]) == home / "dagster_home"
         after = subprocess.run(["bash", "-c", f"{export}\n{status}"], cwd=elsewhere, env=clean_env(),
                                capture_output=True, text=True, timeout=120)
         assert after.returncode == 0 and f"last sync {run_id}" in after.stdout, after.stdout + after.stderr
