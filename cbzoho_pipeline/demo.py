@@ -7,12 +7,13 @@ SIGTERM. It prints commands that work when pasted into a new terminal: the venv'
 and the exports the UI runs with, so headless runs land in the same history and show in the UI.
 
 What it must never do: leave a process behind. Each child (the sandbox; `dagster dev` with its webserver,
-daemon, code server and run workers) runs in a process group of its own, so a terminal's Ctrl-C reaches
-only this process, and stopping sends each group, not just its leader, SIGINT (as Ctrl-C would), then
-SIGTERM, then SIGKILL, and waits until no process of the group is left. Children start with SIGINT and
-SIGTERM at their defaults even when this process was started with them ignored (a background job of a
-non-interactive shell ignores SIGINT, and Dagster maps SIGTERM onto SIGINT's handler, so it would ignore
-both).
+daemon, code server and run workers) runs in a process group of its own, so a terminal's Ctrl-C reaches only
+this process, and stopping sends each group, not just its leader, SIGINT (as Ctrl-C would; SIGTERM to the
+sandbox), then SIGTERM, then SIGKILL, and waits until no process of the group is left, saying so on stderr
+when it has to escalate. SIGINT, SIGTERM and SIGHUP are handled here explicitly, and children start with
+SIGINT and SIGTERM at their defaults, even when this process was started with SIGINT ignored (as a background
+job of a non-interactive shell is; an ignored signal is inherited, and Dagster maps SIGTERM onto SIGINT's
+handler, so dagster dev would ignore both).
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ class _Stop(BaseException):
     """A stop signal arrived (Ctrl-C, SIGTERM, SIGHUP); a BaseException, so no `except Exception` swallows it."""
 
 
-def _child_signal_defaults() -> None:  # runs in the child between fork and exec
+def _child_signal_defaults() -> None:
+    """Runs in the child between fork and exec. Our own handlers already reset to the default at exec; this
+    keeps it so if a child is ever started while a signal is still ignored here."""
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # blocked in the parent while it starts us
@@ -112,7 +115,9 @@ def _stop_all(children: list[_Child], hurry: Callable[[], bool]) -> list[str]:
         child.signal_group(child.polite)
     for sig, seconds in ((None, POLITE_SECONDS), (signal.SIGTERM, TERM_SECONDS), (signal.SIGKILL, 5)):
         alive = [c for c in children if c.members()]
-        if sig is not None:
+        if sig is not None and alive:
+            print(f"cbzoho demo: {', '.join(c.name for c in alive)} still running; sending {sig.name}",
+                  file=sys.stderr, flush=True)
             for child in alive:
                 child.signal_group(sig)
         deadline = time.monotonic() + seconds
