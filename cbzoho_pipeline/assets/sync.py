@@ -136,7 +136,7 @@ def _extract_asset(stream: str, contract: Any):
         with plain_failures(site), warehouse.open(site.name, log=context.log.warning) as wh:
             client = chargebee.client(site, log=context.log.info)
             result = cb_extract.extract(wh, client, stream, full_resync=config.full_resync, log=context.log.info)
-            rejects = cb_extract.validate_rows(wh, stream) if result.ok else []
+            rejects = cb_extract.rows_set_aside(wh, stream) if result.ok else []
             total = wh.count(f"cb_{stream}")
         client.close()
         checks = [

@@ -6,8 +6,12 @@ whether `[after]` is strict; rows are deduplicated on id and `resource_version`.
 full resync) sends no `updated_at` filter at all: records last changed before 2016 carry no `updated_at`
 and a filter would silently drop them.
 
-Pages stream straight into DuckDB, so memory does not grow with the number of customers. A page that
-breaks the contract stops the extraction before it is stored and before the cursor moves.
+Cost follows what is read, not what is stored: each page is checked against the contract and appended to
+the stream's staging table (memory holds one page; nothing is joined against the stored table per page).
+When the stream ends, one transaction merges the staged rows into the table, checks the rows that merge
+changed against the row rules, records the verdicts and moves the cursor. A page that breaks the contract
+stops the extraction before anything is merged; a crash mid-stream leaves the table and the cursor as they
+were, and the next run drops what was staged and reads the same window again.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ class ExtractResult:
     fetched: int = 0
     new: int = 0
     changed: int = 0
+    checked: int = 0  # rows checked against the row rules in this run
     full: bool = False
     window_start: int | None = None
     contract_problems: list[dict[str, Any]] = field(default_factory=list)
@@ -63,34 +68,47 @@ def extract(
     newest = int(stored) if stored is not None else None
 
     log(f"{stream}: {'full load' if after is None else f'changes since {after} (unix s)'}")
-    for page in lister(updated_after=after, include_deleted=True, page_size=100):
-        result.pages += 1
-        problems = schemas.contract_problems(stream, page)
-        if problems:
-            result.contract_problems = problems
-            log(f"{stream}: page {result.pages} breaks the contract; stopping before it is stored")
-            return result
-        new, changed = wh.upsert_chargebee(table, page)
-        result.fetched += len(page)
-        result.new += new
-        result.changed += changed
-        seen = [o["updated_at"] for o in page if isinstance(o.get("updated_at"), int)]
-        if seen:
-            newest = max(newest or 0, max(seen))
-        if result.pages % 10 == 0:
-            log(f"{stream}: {result.pages} pages, {result.fetched} records read ({result.new} new, "
-                f"{result.changed} changed)")
-    if newest is not None:
-        wh.set_cursor(cursor_name, min(newest, started - CLOCK_MARGIN_SECONDS) if result.full else
-                      max(int(stored or 0), min(newest, started - CLOCK_MARGIN_SECONDS)))
-    log(f"{stream}: done, {result.pages} pages, {result.fetched} read, {result.new} new, {result.changed} changed")
+    try:
+        with wh.chargebee_stream(table):
+            for page in lister(updated_after=after, include_deleted=True, page_size=100):
+                result.pages += 1
+                problems = schemas.contract_problems(stream, page)
+                if problems:
+                    result.contract_problems = problems
+                    raise _ContractBreach
+                result.fetched += wh.stage_chargebee(table, page)
+                seen = [o["updated_at"] for o in page if isinstance(o.get("updated_at"), int)]
+                if seen:
+                    newest = max(newest or 0, max(seen))
+                if result.pages % 10 == 0:
+                    log(f"{stream}: {result.pages} pages, {result.fetched} records read")
+            log(f"{stream}: {result.pages} pages, {result.fetched} records read; merging them")
+            # A full read checks every row again (so `--full-resync` applies changed row rules to the whole
+            # site); an incremental one checks only the rows it changed. Unchanged rows keep their verdict.
+            result.new, result.changed = wh.merge_chargebee(table, check_all=result.full)
+            rejects: list[tuple[str, int | None, str]] = []
+            for rows in wh.chargebee_checked(table):
+                result.checked += len(rows)
+                rejects += schemas.row_rejects(stream, rows)
+            wh.settle_rejects(stream, table, rejects)
+            if newest is not None:
+                wh.set_cursor(cursor_name, min(newest, started - CLOCK_MARGIN_SECONDS) if result.full else
+                              max(int(stored or 0), min(newest, started - CLOCK_MARGIN_SECONDS)))
+    except _ContractBreach:
+        log(f"{stream}: page {result.pages} breaks the contract; stopping before anything is stored")
+        return result
+    log(f"{stream}: done, {result.pages} pages, {result.fetched} read, {result.new} new, {result.changed} changed, "
+        f"{result.checked} checked, {len(rejects)} of them set aside")
     return result
 
 
-def validate_rows(wh: Warehouse, stream: str) -> list[tuple[str, int | None, str]]:
-    """Check every stored row against the row rules and record what is set aside (replacing the last list)."""
-    rejects: list[tuple[str, int | None, str]] = []
-    for batch in wh.iter_chargebee_objects(TABLES[stream]):
-        rejects += schemas.row_rejects(stream, batch)
-    wh.replace_rejects(stream, rejects)
-    return rejects
+class _ContractBreach(Exception):
+    """Unwinds a stream whose page broke the contract, rolling back everything it staged."""
+
+
+def rows_set_aside(wh: Warehouse, stream: str) -> list[tuple[str, int | None, str]]:
+    """Every row of the stream now set aside by the row rules: (id, resource_version, reason), by id.
+
+    Extraction keeps this list: a row is checked when it arrives changed, and keeps its verdict until then.
+    """
+    return wh.set_aside(stream)

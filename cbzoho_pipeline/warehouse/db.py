@@ -10,6 +10,7 @@ API, or decide a business rule.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -21,17 +22,24 @@ import duckdb
 import pandas as pd
 
 SCHEMA_VERSION = 1
+# DuckDB's memory limit while a Chargebee stream is extracted: a first load of a million customers stays
+# within it by spilling to disk, so the extracting process stays well under 1 GB.
+EXTRACT_MEMORY_LIMIT = "400MB"
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
 
--- Raw Chargebee objects, latest version per id (as the API returned them).
+-- Chargebee objects, latest version per id: `data` is the audit copy, as the API returned it; the typed
+-- columns are what the rules read, flattened from it at extraction (stored as given, not trimmed).
 CREATE TABLE IF NOT EXISTS cb_customers (
     id VARCHAR PRIMARY KEY, data JSON NOT NULL, created_at BIGINT, updated_at BIGINT,
-    resource_version BIGINT, deleted BOOLEAN, extracted_at TIMESTAMPTZ);
+    resource_version BIGINT, deleted BOOLEAN, extracted_at TIMESTAMPTZ,
+    first_name VARCHAR, last_name VARCHAR, email VARCHAR, phone VARCHAR, company VARCHAR,
+    billing_last_name VARCHAR);
 CREATE TABLE IF NOT EXISTS cb_subscriptions (
     id VARCHAR PRIMARY KEY, customer_id VARCHAR, data JSON NOT NULL, created_at BIGINT, updated_at BIGINT,
-    resource_version BIGINT, deleted BOOLEAN, extracted_at TIMESTAMPTZ);
+    resource_version BIGINT, deleted BOOLEAN, extracted_at TIMESTAMPTZ,
+    status VARCHAR, currency_code VARCHAR, mrr BIGINT);
 
 -- Incremental cursors (Chargebee updated_at in seconds, Zoho Modified_Time as text).
 CREATE TABLE IF NOT EXISTS cursors (stream VARCHAR PRIMARY KEY, value VARCHAR, updated_at TIMESTAMPTZ);
@@ -73,6 +81,43 @@ CREATE TABLE IF NOT EXISTS runs (
 """
 
 
+# The typed columns of each Chargebee table: (column, JSON path in the object, SQL type). The lifecycle
+# stamps first (every table has them, since the first release), then what the rules read (added later;
+# `_CB_TYPED`). The column names are the contract with the plan's SQL: change them only together.
+_CB_STAMPS = (("created_at", "$.created_at", "BIGINT"), ("updated_at", "$.updated_at", "BIGINT"),
+              ("resource_version", "$.resource_version", "BIGINT"), ("deleted", "$.deleted", "BOOLEAN"))
+_CB_TYPED = {
+    "cb_customers": (("first_name", "$.first_name", "VARCHAR"), ("last_name", "$.last_name", "VARCHAR"),
+                     ("email", "$.email", "VARCHAR"), ("phone", "$.phone", "VARCHAR"),
+                     ("company", "$.company", "VARCHAR"),
+                     ("billing_last_name", "$.billing_address.last_name", "VARCHAR")),
+    "cb_subscriptions": (("status", "$.status", "VARCHAR"), ("currency_code", "$.currency_code", "VARCHAR"),
+                         ("mrr", "$.mrr", "BIGINT")),
+}
+_CB_COLUMNS = {
+    "cb_customers": (*_CB_STAMPS, *_CB_TYPED["cb_customers"]),
+    "cb_subscriptions": (("customer_id", "$.customer_id", "VARCHAR"), *_CB_STAMPS, *_CB_TYPED["cb_subscriptions"]),
+}
+
+
+def _cb_stage(table: str) -> str:
+    assert table in _CB_TYPED
+    return f"{table}_stage"
+
+
+def _cb_flatten(table: str, source: str, *, typed_only: bool = False) -> tuple[list[str], str]:
+    """Column names and a SELECT list computing them from the JSON text in `source` (one parse per row)."""
+    columns = _CB_TYPED[table] if typed_only else _CB_COLUMNS[table]
+    paths = ", ".join(f"'{path}'" for _name, path, _type in columns)
+    values = f"json_extract_string({source}, [{paths}])"
+    exprs = []
+    for position, (name, _path, sql_type) in enumerate(columns, start=1):
+        value = f"CAST(({values})[{position}] AS {sql_type})"
+        # An object without `deleted` is not deleted (as Chargebee omits false optional flags).
+        exprs.append(f"coalesce({value}, false) AS {name}" if name == "deleted" else f"{value} AS {name}")
+    return [name for name, _path, _type in columns], ", ".join(exprs)
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -82,10 +127,12 @@ class Warehouse:
 
     def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
         self.con = con
+        self._staged: dict[str, int] = {}  # rows staged so far per Chargebee table (their sequence numbers)
 
     # ----------------------------------------------------------------------------------------- basics
     def init(self) -> None:
         self.con.execute(_DDL)
+        self._migrate_chargebee()
         # Added after the first release: 'error' (the record is not in Zoho as it should be) or 'warning'
         # (it is, but something about it needs a person, e.g. a contact synced without its account).
         self.con.execute("ALTER TABLE sync_errors ADD COLUMN IF NOT EXISTS severity VARCHAR DEFAULT 'error'")
@@ -130,68 +177,157 @@ class Warehouse:
             self.con.execute("INSERT OR REPLACE INTO cursors VALUES (?, ?, ?)", [stream, str(value), utcnow()])
 
     # ----------------------------------------------------------------------------------------- chargebee
-    def upsert_chargebee(self, table: str, objects: list[dict[str, Any]]) -> tuple[int, int]:
-        """Store a page of Chargebee objects; keep the newest `resource_version` of each id.
+    # A stream of pages lands so that a first load of N records costs O(N) and memory stays flat: inside
+    # `chargebee_stream` (one transaction, DuckDB held to a memory limit) `stage_chargebee` appends each page
+    # to the stream's staging table, touching nothing else, and `merge_chargebee`, once at the end, moves the
+    # newest copy of each id into the table in a few set-based statements. The caller records the rejects
+    # and the cursor in the same transaction, so a stream lands whole or not at all.
 
-        Returns (new ids, changed ids). A row with a lower resource_version than the stored one (an
-        overlapping window or a record seen twice while it moved) never replaces a newer one.
+    def _migrate_chargebee(self) -> None:
+        """Give a warehouse made before the typed columns those columns, filled from the JSON (once)."""
+        for table, typed in _CB_TYPED.items():
+            have = {r[0] for r in self.con.execute(
+                "SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() "
+                "AND schema_name = 'main' AND table_name = ?", [table]).fetchall()}
+            missing = [(name, sql_type) for name, _path, sql_type in typed if name not in have]
+            if not missing:
+                continue
+            with self.transaction():
+                for name, sql_type in missing:
+                    self.con.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} {sql_type}")
+                names, values = _cb_flatten(table, "data", typed_only=True)
+                assignments = ", ".join(f"{n} = x.{n}" for n in names)
+                self.con.execute(f"UPDATE {table} SET {assignments} FROM (SELECT id AS xid, {values} FROM {table}) x "
+                                 f"WHERE {table}.id = x.xid")
+
+    @contextmanager
+    def chargebee_stream(self, table: str, *, memory_limit: str = EXTRACT_MEMORY_LIMIT) -> Iterator[None]:
+        """One stream of `table` as one transaction over an empty staging table, within `memory_limit`.
+
+        Whatever a crashed run staged is dropped first, never merged. An exception inside rolls back
+        everything the stream did (its pages, merge, rejects and cursor); the staging table goes on commit.
         """
-        if not objects:
-            return 0, 0
-        assert table in ("cb_customers", "cb_subscriptions")
-        now = utcnow()
-        frame = pd.DataFrame(
-            {
-                "id": [o["id"] for o in objects],
-                "customer_id": [o.get("customer_id") for o in objects],
-                "data": [json.dumps(o, ensure_ascii=False, separators=(",", ":")) for o in objects],
-                "created_at": [o.get("created_at") for o in objects],
-                "updated_at": [o.get("updated_at") for o in objects],
-                "resource_version": [o.get("resource_version") for o in objects],
-                "deleted": [bool(o.get("deleted", False)) for o in objects],
-            }
-        ).astype({"created_at": "Int64", "updated_at": "Int64", "resource_version": "Int64"})
-        # Within one page keep the newest copy of an id.
-        frame = frame.sort_values("resource_version", na_position="first").drop_duplicates("id", keep="last")
-        self.con.register("incoming", frame)
+        assert table in _CB_TYPED and re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]i?B", memory_limit), memory_limit
+        previous = self.scalar("SELECT current_setting('memory_limit')")
+        progress_bar = self.scalar("SELECT current_setting('enable_progress_bar')")
+        self.con.execute(f"SET memory_limit = '{memory_limit}'")  # DuckDB spills what does not fit
+        # A merge of a first load takes seconds; DuckDB would draw its progress bar on our stdout (a
+        # `cbzoho sync --json` answer) meanwhile.
+        self.con.execute("SET enable_progress_bar = false")
+        stage = _cb_stage(table)
         try:
-            new = self.scalar(f"SELECT count(*) FROM incoming i ANTI JOIN {table} t ON t.id = i.id")
-            changed = self.scalar(
-                f"""SELECT count(*) FROM incoming i JOIN {table} t ON t.id = i.id
-                    WHERE coalesce(i.resource_version, -1) > coalesce(t.resource_version, -1)
-                       OR (i.resource_version IS NULL AND t.data::VARCHAR <> i.data)"""
-            )
-            extra_col = ", customer_id" if table == "cb_subscriptions" else ""
-            extra_val = ", i.customer_id" if table == "cb_subscriptions" else ""
-            self.con.execute(
-                f"""INSERT INTO {table} (id{extra_col}, data, created_at, updated_at, resource_version, deleted,
-                                        extracted_at)
-                    SELECT i.id{extra_val}, i.data::JSON, i.created_at, i.updated_at, i.resource_version, i.deleted, ?
-                    FROM incoming i LEFT JOIN {table} t ON t.id = i.id
-                    WHERE t.id IS NULL
-                       OR coalesce(i.resource_version, -1) > coalesce(t.resource_version, -1)
-                       OR (i.resource_version IS NULL AND t.data::VARCHAR <> i.data)
-                    ON CONFLICT (id) DO UPDATE SET data = excluded.data, created_at = excluded.created_at,
-                        updated_at = excluded.updated_at, resource_version = excluded.resource_version,
-                        deleted = excluded.deleted, extracted_at = excluded.extracted_at
-                        {', customer_id = excluded.customer_id' if extra_col else ''}""",
-                [now],
-            )
+            with self.transaction():
+                self.con.execute(f"DROP TABLE IF EXISTS {stage}")
+                self.con.execute(f"CREATE TABLE {stage} (seq BIGINT, id VARCHAR, resource_version BIGINT, "
+                                 "data VARCHAR)")
+                self._staged[table] = 0
+                yield
+                for name in (stage, f"temp.{table}_arrivals", f"temp.{table}_checked"):
+                    self.con.execute(f"DROP TABLE IF EXISTS {name}")
         finally:
-            self.con.unregister("incoming")
+            self._staged.pop(table, None)
+            self.con.execute(f"SET enable_progress_bar = {'true' if progress_bar else 'false'}")
+            self.con.execute("RESET memory_limit")
+            if self.scalar("SELECT current_setting('memory_limit')") != previous:
+                self.con.execute(f"SET memory_limit = '{previous}'")
+
+    def stage_chargebee(self, table: str, objects: list[dict[str, Any]]) -> int:
+        """Append one page to the stream's staging table: one INSERT of the page, no read of anything else."""
+        if not objects:
+            return 0
+        stage = _cb_stage(table)
+        seq = self._staged[table]  # KeyError outside `chargebee_stream`
+        self.con.execute(
+            f"INSERT INTO {stage} SELECT $seq + generate_subscripts($ids, 1), unnest($ids), unnest($versions), "
+            "unnest($data)",
+            {"seq": seq, "ids": [o["id"] for o in objects],
+             "versions": [v if isinstance(v := o.get("resource_version"), int) else None for o in objects],
+             "data": [json.dumps(o, ensure_ascii=False, separators=(",", ":")) for o in objects]})
+        self._staged[table] = seq + len(objects)
+        return len(objects)
+
+    def merge_chargebee(self, table: str, *, check_all: bool = False) -> tuple[int, int]:
+        """Move the staged stream into `table`: the newest copy of each id, only where it changes something.
+
+        Within the stream an id's copy with the highest `resource_version` wins (the last read among equals
+        or among copies without one). Against the table, a staged copy replaces the stored one when its
+        `resource_version` is higher, or when it has none and its content differs; an older copy (an
+        overlapping window) never replaces a newer one. Returns (new ids, changed ids). The rows to check
+        against the row rules - those merged, or every staged id with `check_all` - are then readable
+        through `chargebee_checked`. Once per stream, inside `chargebee_stream`.
+        """
+        assert table in _CB_TYPED
+        stage, arrivals, checked = _cb_stage(table), f"{table}_arrivals", f"{table}_checked"
+        self.con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE {arrivals} AS
+            WITH latest AS (
+                SELECT seq FROM {stage}
+                QUALIFY row_number() OVER (PARTITION BY id ORDER BY resource_version DESC NULLS LAST, seq DESC) = 1)
+            SELECT s.seq, s.id,
+                   CASE WHEN t.id IS NULL THEN 'new'
+                        WHEN coalesce(s.resource_version, -1) > coalesce(t.resource_version, -1)
+                          OR (s.resource_version IS NULL AND t.data::VARCHAR <> s.data) THEN 'changed'
+                        ELSE 'same' END AS action
+            FROM {stage} s SEMI JOIN latest l ON l.seq = s.seq
+            LEFT JOIN {table} t ON t.id = s.id""")
+        new, changed = self.con.execute(
+            f"SELECT count(*) FILTER (action = 'new'), count(*) FILTER (action = 'changed') FROM {arrivals}").fetchone()
+        names, values = _cb_flatten(table, "s.data")
+        now = utcnow()
+        if new:
+            self.con.execute(
+                f"""INSERT INTO {table} (id, data, {', '.join(names)}, extracted_at)
+                    SELECT s.id, s.data::JSON, {values}, $now
+                    FROM {stage} s SEMI JOIN {arrivals} a ON a.seq = s.seq AND a.action = 'new'""", {"now": now})
+        if changed:
+            assignments = ", ".join(f"{n} = x.{n}" for n in names)
+            self.con.execute(
+                f"""UPDATE {table} SET data = x.data, {assignments}, extracted_at = $now
+                    FROM (SELECT s.id AS xid, s.data::JSON AS data, {values}
+                          FROM {stage} s SEMI JOIN {arrivals} a ON a.seq = s.seq AND a.action = 'changed') x
+                    WHERE {table}.id = x.xid""", {"now": now})
+        rule_columns = ", ".join(f"t.{name}" for name, _path, _type in _CB_COLUMNS[table])
+        self.con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE {checked} AS
+            SELECT row_number() OVER (ORDER BY t.id) AS n, t.id, {rule_columns}
+            FROM {table} t SEMI JOIN {arrivals} a ON a.id = t.id AND ($all OR a.action <> 'same')
+            ORDER BY n""", {"all": check_all})
         return int(new), int(changed)
 
-    def iter_chargebee_objects(self, table: str, batch: int = 20_000) -> Iterator[list[dict[str, Any]]]:
-        """All stored objects of a table in batches, so a pass over a large site stays small in memory."""
-        assert table in ("cb_customers", "cb_subscriptions")
-        offset = 0
+    def chargebee_checked(self, table: str, batch: int = 10_000) -> Iterator[list[dict[str, Any]]]:
+        """The typed columns of the rows the last `merge_chargebee` of `table` marked for checking, in batches."""
+        checked = f"{table}_checked"
+        start = 0
         while True:
-            rows = self.con.execute(f"SELECT data FROM {table} ORDER BY id LIMIT ? OFFSET ?",
-                                    [batch, offset]).fetchall()
+            cursor = self.con.execute(f"SELECT * EXCLUDE (n) FROM {checked} WHERE n > ? AND n <= ? ORDER BY n",
+                                      [start, start + batch])
+            columns = [d[0] for d in cursor.description]
+            rows = cursor.fetchall()
             if not rows:
                 return
-            yield [json.loads(r[0]) for r in rows]
-            offset += batch
+            yield [dict(zip(columns, row, strict=True)) for row in rows]
+            start += batch
+
+    def upsert_chargebee(self, table: str, objects: list[dict[str, Any]]) -> tuple[int, int]:
+        """Store one batch of Chargebee objects through the staging path (for fixtures and small loads).
+
+        Returns (new ids, changed ids); the newest `resource_version` of each id is kept. No row rules run.
+        """
+        with self.chargebee_stream(table):
+            self.stage_chargebee(table, objects)
+            return self.merge_chargebee(table)
+
+    def iter_chargebee_objects(self, table: str, batch: int = 20_000) -> Iterator[list[dict[str, Any]]]:
+        """All stored objects of a table in batches, by id, so a pass over a large site stays small in memory."""
+        assert table in _CB_TYPED
+        after = ""
+        while True:
+            rows = self.con.execute(f"SELECT id, data FROM {table} WHERE id > ? ORDER BY id LIMIT ?",
+                                    [after, batch]).fetchall()
+            if not rows:
+                return
+            yield [json.loads(r[1]) for r in rows]
+            after = rows[-1][0]
 
     def chargebee_objects(self, table: str) -> list[dict[str, Any]]:
         return [obj for batch in self.iter_chargebee_objects(table) for obj in batch]
@@ -200,12 +336,21 @@ class Warehouse:
         return int(self.scalar(f"SELECT count(*) FROM {table} {where}"))
 
     # ----------------------------------------------------------------------------------------- rejects
-    def replace_rejects(self, stream: str, rows: list[tuple[str, int | None, str]]) -> None:
-        self.con.execute("DELETE FROM rejects WHERE stream = ?", [stream])
+    def settle_rejects(self, stream: str, table: str, rows: list[tuple[str, int | None, str]]) -> None:
+        """Record the verdict on the rows checked this run: those in `rows` are set aside (with the version
+        that failed), the other checked rows leave the rejects table; rows not checked keep their state."""
+        self.con.execute(f"DELETE FROM rejects WHERE stream = ? AND id IN (SELECT id FROM temp.{table}_checked)",
+                         [stream])
         now = utcnow()
         self._bulk("INSERT INTO rejects SELECT stream, id, resource_version::BIGINT, reason, seen_at FROM batch",
                    ["stream", "id", "resource_version", "reason", "seen_at"],
                    [(stream, i, v, r, now) for i, v, r in rows])
+
+    def set_aside(self, stream: str) -> list[tuple[str, int | None, str]]:
+        """Every row of the stream now set aside: (id, resource_version that failed, reason), by id."""
+        rows = self.con.execute("SELECT id, resource_version, reason FROM rejects WHERE stream = ? ORDER BY id",
+                                [stream]).fetchall()
+        return [(str(i), None if v is None else int(v), str(r)) for i, v, r in rows]
 
     def rejects(self, stream: str) -> pd.DataFrame:
         return self.df("SELECT id, resource_version, reason FROM rejects WHERE stream = ? ORDER BY id", [stream])
