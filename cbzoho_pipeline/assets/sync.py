@@ -18,7 +18,7 @@ from cbzoho_pipeline.chargebee.resources import ChargebeeResource
 from cbzoho_pipeline.settings import Site, load_settings
 from cbzoho_pipeline.sync import org as org_meta
 from cbzoho_pipeline.sync import plan as core
-from cbzoho_pipeline.sync.inputs import gather_plan_inputs
+from cbzoho_pipeline.sync.inputs import plan_site
 from cbzoho_pipeline.sync.push import push_module
 from cbzoho_pipeline.warehouse.resources import WarehouseResource, disconnection
 from cbzoho_pipeline.warehouse.status import publish_status
@@ -253,20 +253,11 @@ zoho_deals = _snapshot_asset("Deals")
 def sync_plan(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     site = site_for(context)
     with plain_failures(site), warehouse.open(site.name, log=context.log.warning) as wh:
-        inputs = gather_plan_inputs(wh, site)
-        rows = core.build_plan(inputs)
-        frame = pd.DataFrame([r.as_dict() for r in rows], columns=list(core.PlanRow.__dataclass_fields__))
-        counts = core.summarize(rows)
-        wh.write_plan(context.run.run_id, frame, counts)
+        counts, sample = plan_site(wh, site, context.run.run_id)
     table = [{"module": m, **c} for m, c in counts.items()]
-    sample = [
-        {"module": r.module, "key": r.source_key, "action": r.action, "changed": ", ".join(r.changed_fields or []),
-         "reason": r.reason}
-        for r in rows if r.action != "noop"
-    ]
     flat = {f"{m.lower()}_{a}": n for m, c in counts.items() for a, n in c.items()}
     return dg.MaterializeResult(metadata={
-        "dagster/row_count": len(rows),
+        "dagster/row_count": sum(sum(c.values()) for c in counts.values()),
         "summary": dg.MetadataValue.md(pd.DataFrame(table).to_markdown(index=False)),
         "changes": _md_table(sample, limit=100),
         **flat,

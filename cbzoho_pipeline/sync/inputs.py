@@ -1,4 +1,4 @@
-"""Gather what the pure plan needs from a site's warehouse.
+"""Plan a site inside its warehouse: the set-based rules of plan_sql over views of the stored data.
 
 The one impure step before planning: creates whose answers were lost in a crash are reconciled here (their
 records linked), so the plan that follows never creates them twice.
@@ -6,14 +6,17 @@ records linked), so the plan that follows never creates them twice.
 
 from __future__ import annotations
 
+from typing import Any
+
 from cbzoho_pipeline.settings import Site
 from cbzoho_pipeline.sync import org as org_meta
 from cbzoho_pipeline.sync import plan as core
+from cbzoho_pipeline.sync import plan_sql
 from cbzoho_pipeline.warehouse.db import Warehouse
 
 
-def gather_plan_inputs(wh: Warehouse, site: Site) -> core.PlanInputs:
-    """Read everything the pure plan needs from the warehouse (and reconcile lost create answers first)."""
+def reconcile_lost_creates(wh: Warehouse) -> None:
+    """Link the records that creates whose answers were lost (a crash) made in Zoho."""
     for module in core.MODULES:
         pending = wh.pending(module)
         if pending:
@@ -21,28 +24,24 @@ def gather_plan_inputs(wh: Warehouse, site: Site) -> core.PlanInputs:
             found = core.reconcile_pending(pending, wh.zoho_records(module), set(links.values()))
             wh.set_links(module, found)
             wh.clear_pending(module, [k for k, _ in pending])
+
+
+def plan_params(wh: Warehouse, site: Site) -> plan_sql.PlanParams:
+    """The site's rules and what Zoho's stored metadata says, as the plan wants them."""
     metadata = wh.meta("metadata")
     org = org_meta.describe_org(metadata)
     owner_id, owner_error = org_meta.resolve_owner(metadata, site.rules.deal_owner_email)
-    rejects = {s: dict(zip(df["id"], df["reason"], strict=True)) for s in ("customers", "subscriptions")
-               for df in [wh.rejects(s)]}
-    return core.PlanInputs(
-        customers=wh.chargebee_objects("cb_customers"),
-        subscriptions=wh.chargebee_objects("cb_subscriptions"),
-        zoho_contacts=wh.zoho_records("Contacts"),
-        zoho_accounts=wh.zoho_records("Accounts"),
-        zoho_deals=wh.zoho_records("Deals"),
-        rules=site.rules,
-        contact_links=wh.links("Contacts"),
-        account_links=wh.links("Accounts"),
-        deal_links=wh.links("Deals"),
-        rejected_customers=rejects["customers"],
-        rejected_subscriptions=rejects["subscriptions"],
-        field_lengths=org["field_lengths"],
-        pipelines=org["pipelines"],
-        owner_id=owner_id,
-        owner_error=owner_error,
-        multi_currency=org["multi_currency"],
-        currencies=org["currencies"],
-        contact_external_field=org["contact_external_field"],
-    )
+    return plan_sql.PlanParams(
+        rules=site.rules, field_lengths=org["field_lengths"], pipelines=org["pipelines"], owner_id=owner_id,
+        owner_error=owner_error, multi_currency=org["multi_currency"], currencies=org["currencies"],
+        contact_external_field=org["contact_external_field"])
+
+
+def plan_site(wh: Warehouse, site: Site, plan_id: str) -> tuple[dict[str, dict[str, int]], list[dict[str, Any]]]:
+    """Make and store the site's plan; returns the counts per module and action and a sample of changes."""
+    reconcile_lost_creates(wh)
+    params = plan_params(wh, site)
+    wh.plan_input_views(params.extra_paths())
+    plan_sql.run_plan(wh.con, params)
+    counts = wh.store_plan(plan_id)
+    return counts, wh.plan_changes(limit=100)

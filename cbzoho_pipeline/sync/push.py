@@ -115,7 +115,8 @@ def push_module(
                           for r in plan_errors]
     quiet = [r for r in rows if r["action"] in ("noop", "skip")]
     wh.clear_errors(module, [r["source_key"] for r in quiet])
-    counts.unchanged = sum(r["action"] == "noop" for r in rows)
+    # Unchanged records are counted by the plan, not stored one by one.
+    counts.unchanged = wh.planned_count(module, "noop")
     counts.skipped = sum(r["action"] == "skip" for r in rows)
     wh.mark_pushed(module, [r["source_key"] for r in plan_errors + quiet])
 

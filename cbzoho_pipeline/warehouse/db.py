@@ -420,25 +420,60 @@ class Warehouse:
             self.con.execute("DELETE FROM links WHERE module = ? AND list_contains(?, source_key)", [module, keys])
 
     # ----------------------------------------------------------------------------------------- plan
-    def write_plan(self, plan_id: str, rows: pd.DataFrame, counts: dict[str, Any]) -> None:
+    def plan_input_views(self, extra_paths: list[str]) -> None:
+        """The relations the set-based plan reads (sync/plan_sql.py), as views over this warehouse."""
+        extras = "".join(
+            f", json_extract_string(data, '$.{path}') AS x{i}" for i, path in enumerate(extra_paths)
+            if "'" not in path)
+        self.con.execute(f"""CREATE OR REPLACE TEMP VIEW in_customers AS
+            SELECT id, data->>'first_name' AS first_name, data->>'last_name' AS last_name, data->>'email' AS email,
+                   data->>'phone' AS phone, data->>'company' AS company,
+                   data->'billing_address'->>'last_name' AS billing_last_name, deleted, created_at{extras}
+            FROM cb_customers""")
+        self.con.execute("""CREATE OR REPLACE TEMP VIEW in_subscriptions AS
+            SELECT id, customer_id, data->>'status' AS status, data->>'currency_code' AS currency_code,
+                   TRY_CAST(data->>'mrr' AS BIGINT) AS mrr, created_at, deleted
+            FROM cb_subscriptions""")
+        self.con.execute("CREATE OR REPLACE TEMP VIEW in_zoho AS SELECT module, id, data FROM zoho_records")
+        self.con.execute("CREATE OR REPLACE TEMP VIEW in_links AS SELECT module, source_key, zoho_id FROM links")
+        self.con.execute("CREATE OR REPLACE TEMP VIEW in_rejects AS SELECT stream, id, reason FROM rejects")
+
+    def store_plan(self, plan_id: str) -> dict[str, dict[str, int]]:
+        """Keep what the push needs of `plan_out` (creates, updates, skips, errors, links to record, errors to
+        clear) and count every action, noops included; returns the counts per module and action."""
+        counts: dict[str, dict[str, int]] = {m: {a: 0 for a in ("create", "update", "noop", "skip", "error")}
+                                             for m in ("Accounts", "Contacts", "Deals")}
+        for module, action, n in self.con.execute(
+                "SELECT module, action, count(*) FROM plan_out GROUP BY ALL").fetchall():
+            counts[module][action] = int(n)
         with self.transaction():
             self.con.execute("DELETE FROM plan")
-            if len(rows):
-                frame = rows.copy()
-                for col in ("payload", "changed_fields", "refs"):
-                    frame[col] = frame[col].map(lambda v: json.dumps(v, ensure_ascii=False) if v is not None else None)
-                frame["plan_id"] = plan_id
-                frame["pushed"] = False
-                self.con.register("plan_rows", frame)
-                try:
-                    self.con.execute(
-                        """INSERT INTO plan SELECT plan_id, module, source_key, action, zoho_id, payload::JSON,
-                           changed_fields::JSON, reason, code, refs::JSON, pushed FROM plan_rows"""
-                    )
-                finally:
-                    self.con.unregister("plan_rows")
+            self.con.execute(
+                """INSERT INTO plan SELECT ?, p.module, p.source_key, p.action, p.zoho_id, p.payload,
+                          to_json(p.changed_fields), p.reason, p.code, p.refs, FALSE
+                   FROM plan_out p
+                   WHERE p.action <> 'noop' OR p.refs IS NOT NULL
+                      OR EXISTS (SELECT 1 FROM sync_errors e
+                                 WHERE e.module = p.module AND e.source_key = p.source_key)""",
+                [plan_id])
             self.con.execute("INSERT OR REPLACE INTO plans VALUES (?, ?, ?::JSON)",
                              [plan_id, utcnow(), json.dumps(counts)])
+        return counts
+
+    def planned_count(self, module: str, action: str) -> int:
+        """How many records of `module` the stored plan gave `action` (noops are counted, not stored)."""
+        value = self.scalar("""SELECT counts->?->>? FROM plans WHERE plan_id = (SELECT any_value(plan_id) FROM plan)
+                               UNION ALL SELECT NULL LIMIT 1""", [module, action])
+        return int(value or 0)
+
+    def plan_changes(self, limit: int) -> list[dict[str, Any]]:
+        """Up to `limit` planned changes (anything but noop), for people to read."""
+        rows = self.con.execute(
+            """SELECT module, source_key, action, array_to_string(coalesce(changed_fields, []), ', '), reason
+               FROM plan_out WHERE action <> 'noop'
+               ORDER BY CASE module WHEN 'Accounts' THEN 0 WHEN 'Contacts' THEN 1 ELSE 2 END, source_key
+               LIMIT ?""", [limit]).fetchall()
+        return [{"module": m, "key": k, "action": a, "changed": c, "reason": r} for m, k, a, c, r in rows]
 
     def latest_plan(self) -> tuple[str, Any] | None:
         """(plan_id, created_at) of the plan now stored, or None before the first plan."""

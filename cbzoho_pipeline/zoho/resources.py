@@ -40,7 +40,7 @@ class ZohoResource(dg.ConfigurableResource):
         fingerprint = hashlib.sha256(
             "\0".join([target.accounts_url, target.api_domain or "", target.client_id, target.client_secret,
                        target.refresh_token, str(self.timeout_seconds), str(self.max_retries),
-                       str(self.max_concurrency)]).encode()
+                       str(self.max_concurrency), str(token_file(site.name))]).encode()
         ).hexdigest()
         with _LOCK:
             client = _CLIENTS.get(fingerprint)

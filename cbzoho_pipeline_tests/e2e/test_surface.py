@@ -450,7 +450,9 @@ def test_cli_disconnect_stops_later_syncs(e2e):
 
     status = json.loads(cli("status", "--site", "acme-test", "--json").stdout)
     assert status["connected"] is False and status["disconnected_at"]
-    assert status["last_run"]["counts"]["Contacts"]["created"] == 1  # history kept
+    last = status["last_run"]  # the refused run is the last one shown, with why
+    assert last["status"] == "failed" and "disconnected" in last["cause"]
+    assert e2e.links("Contacts").keys() == {"c1"}  # history kept
     assert_no_secret_in_warehouse(e2e, cli.secrets)
 
 
