@@ -307,6 +307,8 @@ def run_plan(con: duckdb.DuckDBPyConnection, params: PlanParams, *, scoped: bool
     update_names = [(t, change_cond[t]) for t, _ in desired] + [("Account_Name", account_by_id)]
     update_then = [("Account_Name", f"({account_ref} AND NOT {account_by_id})")]
     update_len = [(t, f"CASE WHEN {change_cond[t]} THEN {e} END") for t, e in desired]
+    any_change = ("m.status IN ('linked', 'matched') AND (" +
+                  " OR ".join([c for _, c in update_names] + [c for _, c in update_then]) + ")")
     warning = ("CASE WHEN ap.action = 'error' THEN json_object('code', ap.code, 'message', "
                "'synced without its account: ' || split_part(ap.reason, '; affects customers', 1)) END")
     link_refs = (f"json_merge_patch(json_merge_patch(json_merge_patch('{{}}'::JSON, "
@@ -322,16 +324,18 @@ def run_plan(con: duckdb.DuckDBPyConnection, params: PlanParams, *, scoped: bool
         CREATE OR REPLACE TEMP TABLE _con AS
         SELECT c.id, m.status, m.zoho_id, m.reason, m.code,
                a.action AS account_action, a.key AS account_key,
-               {_json_pairs(create_pairs)} AS create_payload,
-               {_name_list(create_names, create_then)} AS create_changed,
-               {_too_long('Contacts', create_len, lengths)} AS create_too_long,
-               {create_refs} AS create_refs,
-               {fallback_source} AS last_name_source,
+               CASE WHEN m.status = 'none' THEN {_json_pairs(create_pairs)} END AS create_payload,
+               CASE WHEN m.status = 'none' THEN {_name_list(create_names, create_then)} END AS create_changed,
+               CASE WHEN m.status = 'none' THEN {_too_long('Contacts', create_len, lengths)} END AS create_too_long,
+               CASE WHEN m.status = 'none' THEN {create_refs} END AS create_refs,
+               CASE WHEN m.status = 'none' THEN {fallback_source} END AS last_name_source,
                {_lit(has_last)} AND {last_expr} IS NOT NULL AS has_last_name,
-               {_json_pairs(update_pairs)} AS update_payload,
-               {_name_list(update_names, update_then)} AS update_changed,
-               {_too_long('Contacts', update_len, lengths)} AS update_too_long,
-               {link_refs} AS link_refs
+               CASE WHEN {any_change} THEN {_json_pairs(update_pairs)} END AS update_payload,
+               CASE WHEN {any_change} THEN {_name_list(update_names, update_then)} ELSE []::VARCHAR[] END
+                   AS update_changed,
+               CASE WHEN {any_change} THEN {_too_long('Contacts', update_len, lengths)} END AS update_too_long,
+               CASE WHEN m.status IN ('linked', 'matched') AND (m.status = 'matched' OR a.action = 'create'
+                         OR ap.action = 'error') THEN {link_refs} ELSE '{{}}'::JSON END AS link_refs
         FROM _c c JOIN _m m ON m.id = c.id
         LEFT JOIN _acc_plan ap ON ap.key = c.company_key
         LEFT JOIN (SELECT key, action, zoho_id FROM _acc_plan WHERE action IN ('noop', 'create')) a
@@ -518,6 +522,7 @@ def _plan_deals(con: duckdb.DuckDBPyConnection, params: PlanParams) -> None:
                          f"NOT ({contact_by_id}))"),
         ("Account_Name", f"(({account_by_id} AND coalesce(z.account_id, '') <> d.account_zoho_id) OR "
                          "d.account_action = 'create')")]
+    deal_change = " OR ".join(c for _, c in update_names)
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _deal_plan AS
         WITH d AS (
@@ -526,10 +531,16 @@ def _plan_deals(con: duckdb.DuckDBPyConnection, params: PlanParams) -> None:
             FROM _d),
         x AS (
             SELECT d.*, z.id AS zid,
-                   {_json_pairs(create_pairs)} AS create_payload, {_name_list(create_names)} AS create_changed,
-                   {_too_long('Deals', fields_len, lengths)} AS too_long,
-                   {_json_pairs(update_pairs)} AS update_payload, {_name_list(update_names)} AS update_changed,
-                   {refs} AS refs_json
+                   CASE WHEN d.problem IS NULL AND z.id IS NULL THEN {_json_pairs(create_pairs)} END
+                       AS create_payload,
+                   CASE WHEN d.problem IS NULL AND z.id IS NULL THEN {_name_list(create_names)} END AS create_changed,
+                   CASE WHEN d.problem IS NULL AND z.id IS NULL THEN {_too_long('Deals', fields_len, lengths)} END
+                       AS too_long,
+                   CASE WHEN d.problem IS NULL AND z.id IS NOT NULL AND ({deal_change})
+                        THEN {_json_pairs(update_pairs)} END AS update_payload,
+                   CASE WHEN d.problem IS NULL AND z.id IS NOT NULL AND ({deal_change})
+                        THEN {_name_list(update_names)} ELSE []::VARCHAR[] END AS update_changed,
+                   CASE WHEN d.problem IS NULL THEN {refs} ELSE '{{}}'::JSON END AS refs_json
             FROM d LEFT JOIN _zd z ON z.id = d.zoho_target)
         SELECT sid AS source_key,
             CASE WHEN problem IS NOT NULL THEN split_part(problem, '|', 1)

@@ -426,14 +426,10 @@ class Warehouse:
             f", json_extract_string(data, '$.{path}') AS x{i}" for i, path in enumerate(extra_paths)
             if "'" not in path)
         self.con.execute(f"""CREATE OR REPLACE TEMP VIEW in_customers AS
-            SELECT id, data->>'first_name' AS first_name, data->>'last_name' AS last_name, data->>'email' AS email,
-                   data->>'phone' AS phone, data->>'company' AS company,
-                   data->'billing_address'->>'last_name' AS billing_last_name, deleted, created_at{extras}
+            SELECT id, first_name, last_name, email, phone, company, billing_last_name, deleted, created_at{extras}
             FROM cb_customers""")
         self.con.execute("""CREATE OR REPLACE TEMP VIEW in_subscriptions AS
-            SELECT id, customer_id, data->>'status' AS status, data->>'currency_code' AS currency_code,
-                   TRY_CAST(data->>'mrr' AS BIGINT) AS mrr, created_at, deleted
-            FROM cb_subscriptions""")
+            SELECT id, customer_id, status, currency_code, mrr, created_at, deleted FROM cb_subscriptions""")
         self.con.execute("CREATE OR REPLACE TEMP VIEW in_zoho AS SELECT module, id, data FROM zoho_records")
         self.con.execute("CREATE OR REPLACE TEMP VIEW in_links AS SELECT module, source_key, zoho_id FROM links")
         self.con.execute("CREATE OR REPLACE TEMP VIEW in_rejects AS SELECT stream, id, reason FROM rejects")
