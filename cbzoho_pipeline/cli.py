@@ -196,7 +196,8 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     run_config: dict = {"loggers": {"console": {"config": {"log_level": args.log_level}}}}
     if args.full_resync:
         ops = {name: {"config": {"full_resync": True}} for name in (
-            "chargebee_customers", "chargebee_subscriptions", "zoho_accounts", "zoho_contacts", "zoho_deals")}
+            "chargebee_customers", "chargebee_subscriptions", "zoho_accounts", "zoho_contacts", "zoho_deals",
+            "sync_plan")}
         ops["zoho_metadata"] = {"config": {"max_age_minutes": 0}}
         run_config["ops"] = ops
     for key, value in extra_config.items():

@@ -250,16 +250,20 @@ zoho_deals = _snapshot_asset("Deals")
     description="What the push will do, record by record: create | update | noop | skip | error, with the "
                 "changed fields and the reason. Materialize it alone for a dry run.",
 )
-def sync_plan(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+def sync_plan(context: dg.AssetExecutionContext, config: ExtractConfig,
+              warehouse: WarehouseResource) -> dg.MaterializeResult:
     site = site_for(context)
     with plain_failures(site), warehouse.open(site.name, log=context.log.warning) as wh:
-        counts, sample = plan_site(wh, site, context.run.run_id)
+        counts, sample, scope = plan_site(wh, site, context.run.run_id, full=config.full_resync,
+                                          log=context.log.info)
     table = [{"module": m, **c} for m, c in counts.items()]
     flat = {f"{m.lower()}_{a}": n for m, c in counts.items() for a, n in c.items()}
     return dg.MaterializeResult(metadata={
         "dagster/row_count": sum(sum(c.values()) for c in counts.values()),
         "summary": dg.MetadataValue.md(pd.DataFrame(table).to_markdown(index=False)),
         "changes": _md_table(sample, limit=100),
+        "scope": scope["scope"],
+        "scope_reason": scope["why"],
         **flat,
     })
 

@@ -48,6 +48,15 @@ class PlanParams:
     currencies: tuple[str, ...] = ()
     contact_external_field: str | None = None
 
+    def fingerprint(self) -> str:
+        """Changes whenever a rule, the mapping or the org's metadata changes: then every record is planned."""
+        import hashlib
+
+        state = {"rules": self.rules.model_dump(mode="json"), "lengths": self.field_lengths,
+                 "pipelines": self.pipelines, "owner": [self.owner_id, self.owner_error],
+                 "currency": [self.multi_currency, list(self.currencies)], "external": self.contact_external_field}
+        return hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode()).hexdigest()
+
     def contact_mapping(self) -> list[tuple[str, str]]:
         """(Chargebee path, Zoho field) in the order the fields are written, defaults first."""
         return list({**DEFAULT_CONTACT_FIELDS, **self.rules.extra_contact_fields}.items())

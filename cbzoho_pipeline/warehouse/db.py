@@ -22,6 +22,13 @@ import duckdb
 import pandas as pd
 
 SCHEMA_VERSION = 1
+
+# The key a Zoho record is matched on: a contact's email (lower-cased), an account's name (lower-cased, white
+# space folded), a deal's name. Stored with the record so the plan can find the few records it needs.
+_ZOHO_MATCH_KEY = """CASE module
+    WHEN 'Contacts' THEN lower(nullif(trim(data->>'Email'), ''))
+    WHEN 'Accounts' THEN lower(nullif(regexp_replace(trim(data->>'Account_Name'), '\\s+', ' ', 'g'), ''))
+    WHEN 'Deals' THEN nullif(trim(data->>'Deal_Name'), '') END"""
 # DuckDB's memory limit while a Chargebee stream is extracted: a first load of a million customers stays
 # within it by spilling to disk, so the extracting process stays well under 1 GB.
 EXTRACT_MEMORY_LIMIT = "400MB"
@@ -52,6 +59,8 @@ CREATE TABLE IF NOT EXISTS rejects (
 -- Zoho records as Zoho holds them (module = Contacts | Accounts | Deals).
 CREATE TABLE IF NOT EXISTS zoho_records (
     module VARCHAR, id VARCHAR, data JSON NOT NULL, modified_time VARCHAR, PRIMARY KEY (module, id));
+-- Zoho records that left Zoho (deleted feed), so the next plan looks at what pointed to them.
+CREATE TABLE IF NOT EXISTS zoho_deleted (module VARCHAR, id VARCHAR, deleted_at TIMESTAMPTZ);
 CREATE TABLE IF NOT EXISTS zoho_meta (kind VARCHAR PRIMARY KEY, data JSON NOT NULL, fetched_at TIMESTAMPTZ);
 
 -- Chargebee key <-> Zoho id. Contacts: customer id; Deals: subscription id; Accounts: normalised company.
@@ -136,7 +145,21 @@ class Warehouse:
         # Added after the first release: 'error' (the record is not in Zoho as it should be) or 'warning'
         # (it is, but something about it needs a person, e.g. a contact synced without its account).
         self.con.execute("ALTER TABLE sync_errors ADD COLUMN IF NOT EXISTS severity VARCHAR DEFAULT 'error'")
+        self._migrate_zoho()
         self.con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
+
+    def _migrate_zoho(self) -> None:
+        """Zoho records carry the key they are matched on and when they were last stored (for the plan's
+        scope); a warehouse made before gets both, once."""
+        have = {r[0] for r in self.con.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() "
+            "AND schema_name = 'main' AND table_name = 'zoho_records'").fetchall()}
+        if "match_key" in have and "refreshed_at" in have:
+            return
+        with self.transaction():
+            self.con.execute("ALTER TABLE zoho_records ADD COLUMN IF NOT EXISTS match_key VARCHAR")
+            self.con.execute("ALTER TABLE zoho_records ADD COLUMN IF NOT EXISTS refreshed_at TIMESTAMPTZ")
+            self.con.execute(f"UPDATE zoho_records SET match_key = {_ZOHO_MATCH_KEY}, refreshed_at = ?", [utcnow()])
 
     def df(self, sql: str, params: list[Any] | None = None) -> pd.DataFrame:
         return self.con.execute(sql, params or []).df()
@@ -145,14 +168,14 @@ class Warehouse:
         rows = self.con.execute(sql, params or []).fetchall()  # fetch all: DuckDB 2 refuses new work otherwise
         return rows[0][0] if rows else None
 
-    def _bulk(self, sql: str, columns: list[str], rows: list[tuple]) -> None:
+    def _bulk(self, sql: str, columns: list[str], rows: list[tuple], params: dict | None = None) -> None:
         """Run `sql` (which selects from `batch`) over many rows at once: DuckDB's executemany goes row by row."""
         if not rows:
             return
         frame = pd.DataFrame(rows, columns=columns, dtype=object)
         self.con.register("batch", frame)
         try:
-            self.con.execute(sql)
+            self.con.execute(sql, params or {})
         finally:
             self.con.unregister("batch")
 
@@ -357,12 +380,21 @@ class Warehouse:
 
     # ----------------------------------------------------------------------------------------- zoho
     def upsert_zoho(self, module: str, records: Iterable[dict[str, Any]]) -> int:
+        latest = {str(r["id"]): r for r in records}  # one row per id: an upsert may not touch a row twice
         rows = [
-            (module, str(r["id"]), json.dumps(r, ensure_ascii=False, separators=(",", ":")), r.get("Modified_Time"))
-            for r in records
+            (module, rid, json.dumps(r, ensure_ascii=False, separators=(",", ":")), r.get("Modified_Time"))
+            for rid, r in latest.items()
         ]
-        self._bulk("INSERT OR REPLACE INTO zoho_records SELECT module, id, data::JSON, modified_time FROM batch",
-                   ["module", "id", "data", "modified_time"], rows)
+        now = utcnow()
+        # A record read again unchanged (the change feed overlaps on purpose) keeps its refreshed_at, so the
+        # next plan does not look at it again.
+        self._bulk(f"""INSERT INTO zoho_records (module, id, data, modified_time, match_key, refreshed_at)
+                       SELECT module, id, data::JSON, modified_time, {_ZOHO_MATCH_KEY}, $now FROM batch
+                       ON CONFLICT (module, id) DO UPDATE SET data = excluded.data,
+                           modified_time = excluded.modified_time, match_key = excluded.match_key,
+                           refreshed_at = CASE WHEN data::VARCHAR IS DISTINCT FROM excluded.data::VARCHAR
+                                               THEN excluded.refreshed_at ELSE refreshed_at END""",
+                   ["module", "id", "data", "modified_time"], rows, {"now": now})
         return len(rows)
 
     def clear_zoho(self, module: str) -> None:
@@ -384,6 +416,7 @@ class Warehouse:
         ids = [str(i) for i in ids]
         if ids:
             self.con.execute("DELETE FROM zoho_records WHERE module = ? AND list_contains(?, id)", [module, ids])
+            self.con.execute("INSERT INTO zoho_deleted SELECT ?, unnest(?::VARCHAR[]), ?", [module, ids, utcnow()])
         return len(ids)
 
     def zoho_records(self, module: str) -> list[dict[str, Any]]:
@@ -420,17 +453,108 @@ class Warehouse:
             self.con.execute("DELETE FROM links WHERE module = ? AND list_contains(?, source_key)", [module, keys])
 
     # ----------------------------------------------------------------------------------------- plan
-    def plan_input_views(self, extra_paths: list[str]) -> None:
-        """The relations the set-based plan reads (sync/plan_sql.py), as views over this warehouse."""
+    def plan_scope(self, since: datetime) -> int:
+        """The records whose plan may differ from what was last carried out, as `scope_customers` and
+        `scope_subscriptions`; returns how many customers that is.
+
+        What changed since `since` (Chargebee records merged, Zoho records stored or deleted), what is still
+        open (sync errors, creates whose answers were lost, plan rows not pushed), and what depends on those:
+        the customers of a subscription, all customers of a company involved, every customer sharing an
+        email with one of them, and the subscriptions of all those customers.
+        """
+        company_key = "lower(nullif(regexp_replace(trim(company), '\\s+', ' ', 'g'), ''))"
+        self.con.execute("""CREATE OR REPLACE TEMP TABLE _changed_zoho AS
+            SELECT module, id, match_key FROM zoho_records WHERE refreshed_at > $since
+            UNION ALL SELECT module, id, NULL FROM zoho_deleted WHERE deleted_at > $since""", {"since": since})
+        self.con.execute("""CREATE OR REPLACE TEMP TABLE _open AS
+            SELECT module, source_key FROM sync_errors
+            UNION SELECT module, source_key FROM pending_creates
+            UNION SELECT module, source_key FROM plan WHERE NOT pushed""")
+        self.con.execute("""CREATE OR REPLACE TEMP TABLE scope_subscriptions AS
+            SELECT id FROM cb_subscriptions WHERE extracted_at > $since
+            UNION SELECT source_key FROM _open WHERE module = 'Deals'
+            UNION SELECT l.source_key FROM links l JOIN _changed_zoho z ON z.module = 'Deals' AND z.id = l.zoho_id
+                  WHERE l.module = 'Deals'
+            UNION SELECT match_key FROM _changed_zoho WHERE module = 'Deals' AND match_key IS NOT NULL""",
+                         {"since": since})
+        self.con.execute("""CREATE OR REPLACE TEMP TABLE _dirty_accounts AS
+            SELECT source_key AS key FROM _open WHERE module = 'Accounts'
+            UNION SELECT l.source_key FROM links l JOIN _changed_zoho z ON z.module = 'Accounts' AND z.id = l.zoho_id
+                  WHERE l.module = 'Accounts'
+            UNION SELECT match_key FROM _changed_zoho WHERE module = 'Accounts' AND match_key IS NOT NULL""")
+        self.con.execute("CREATE OR REPLACE TEMP TABLE _changed_customers AS "
+                         "SELECT id FROM cb_customers WHERE extracted_at > $since", {"since": since})
+        self.con.execute(f"""CREATE OR REPLACE TEMP TABLE _c0 AS
+            SELECT id FROM _changed_customers
+            UNION SELECT source_key FROM _open WHERE module = 'Contacts'
+            UNION SELECT customer_id FROM cb_subscriptions SEMI JOIN scope_subscriptions s USING (id)
+            UNION SELECT l.source_key FROM links l JOIN _changed_zoho z ON z.module = 'Contacts' AND z.id = l.zoho_id
+                  WHERE l.module = 'Contacts'
+            UNION SELECT c.id FROM cb_customers c
+                  JOIN _changed_zoho z ON z.module = 'Contacts' AND z.match_key = lower(nullif(trim(c.email), ''))
+            UNION SELECT c.id FROM cb_customers c JOIN _dirty_accounts a ON a.key = {company_key}""")
+        if not self.scalar("SELECT count(*) FROM _c0"):
+            self.con.execute("CREATE OR REPLACE TEMP TABLE scope_customers AS SELECT id FROM _c0")
+            return 0
+        # What a changed customer can change for others: its company's account (so all the company's
+        # customers), and whether an email is shared (so everyone with the same email). Records in scope only
+        # because they are open need no such hop: an account in error already brings all its customers.
+        self.con.execute(f"""CREATE OR REPLACE TEMP TABLE _c1 AS
+            WITH keys AS (SELECT DISTINCT {company_key} AS key
+                          FROM cb_customers SEMI JOIN _changed_customers USING (id))
+            SELECT id FROM _c0
+            UNION SELECT c.id FROM cb_customers c JOIN keys k ON k.key = {company_key}""")
+        self.con.execute("""CREATE OR REPLACE TEMP TABLE scope_customers AS
+            WITH emails AS (SELECT DISTINCT lower(nullif(trim(email), '')) AS e
+                            FROM cb_customers SEMI JOIN _changed_customers USING (id))
+            SELECT id FROM _c1
+            UNION SELECT c.id FROM cb_customers c JOIN emails m ON m.e = lower(nullif(trim(c.email), ''))""")
+        self.con.execute("""INSERT INTO scope_subscriptions
+            SELECT s.id FROM cb_subscriptions s SEMI JOIN scope_customers c ON c.id = s.customer_id
+            EXCEPT SELECT id FROM scope_subscriptions""")
+        return int(self.scalar("SELECT count(*) FROM scope_customers"))
+
+    def plan_input_views(self, extra_paths: list[str], *, scoped: bool = False,
+                         external_field: str | None = None) -> None:
+        """The relations the set-based plan reads (sync/plan_sql.py), as views over this warehouse; with
+        `scoped`, only the records of `plan_scope` and the Zoho records they can match."""
         extras = "".join(
             f", json_extract_string(data, '$.{path}') AS x{i}" for i, path in enumerate(extra_paths)
             if "'" not in path)
+        customer_filter = "WHERE id IN (SELECT id FROM scope_customers)" if scoped else ""
+        sub_filter = "WHERE id IN (SELECT id FROM scope_subscriptions)" if scoped else ""
         self.con.execute(f"""CREATE OR REPLACE TEMP VIEW in_customers AS
             SELECT id, first_name, last_name, email, phone, company, billing_last_name, deleted, created_at{extras}
-            FROM cb_customers""")
-        self.con.execute("""CREATE OR REPLACE TEMP VIEW in_subscriptions AS
-            SELECT id, customer_id, status, currency_code, mrr, created_at, deleted FROM cb_subscriptions""")
-        self.con.execute("CREATE OR REPLACE TEMP VIEW in_zoho AS SELECT module, id, data FROM zoho_records")
+            FROM cb_customers {customer_filter}""")
+        self.con.execute(f"""CREATE OR REPLACE TEMP VIEW in_subscriptions AS
+            SELECT id, customer_id, status, currency_code, mrr, created_at, deleted
+            FROM cb_subscriptions {sub_filter}""")
+        if not scoped:
+            self.con.execute("CREATE OR REPLACE TEMP VIEW in_zoho AS SELECT module, id, data FROM zoho_records")
+        else:
+            company_key = "lower(nullif(regexp_replace(trim(company), '\\s+', ' ', 'g'), ''))"
+            by_external = (f"""UNION SELECT id FROM zoho_records WHERE module = 'Contacts'
+                               AND nullif(trim(data->>'{external_field}'), '') IN (SELECT id FROM scope_customers)"""
+                           if external_field and "'" not in external_field else "")
+            self.con.execute(f"""CREATE OR REPLACE TEMP TABLE _scope_zoho AS
+                WITH sc AS (SELECT c.id, lower(nullif(trim(c.email), '')) AS email, {company_key} AS company
+                            FROM cb_customers c SEMI JOIN scope_customers s USING (id))
+                SELECT 'Contacts' AS module, id FROM (
+                    SELECT l.zoho_id AS id FROM links l SEMI JOIN sc ON sc.id = l.source_key WHERE l.module = 'Contacts'
+                    UNION SELECT z.id FROM zoho_records z SEMI JOIN sc ON sc.email = z.match_key
+                          WHERE z.module = 'Contacts' {by_external})
+                UNION ALL SELECT 'Accounts', id FROM (
+                    SELECT l.zoho_id AS id FROM links l SEMI JOIN sc ON sc.company = l.source_key
+                          WHERE l.module = 'Accounts'
+                    UNION SELECT z.id FROM zoho_records z SEMI JOIN sc ON sc.company = z.match_key
+                          WHERE z.module = 'Accounts')
+                UNION ALL SELECT 'Deals', id FROM (
+                    SELECT l.zoho_id AS id FROM links l SEMI JOIN scope_subscriptions s ON s.id = l.source_key
+                          WHERE l.module = 'Deals'
+                    UNION SELECT z.id FROM zoho_records z SEMI JOIN scope_subscriptions s ON s.id = z.match_key
+                          WHERE z.module = 'Deals')""")
+            self.con.execute("""CREATE OR REPLACE TEMP VIEW in_zoho AS
+                SELECT z.module, z.id, z.data FROM zoho_records z SEMI JOIN _scope_zoho s USING (module, id)""")
         self.con.execute("CREATE OR REPLACE TEMP VIEW in_links AS SELECT module, source_key, zoho_id FROM links")
         self.con.execute("CREATE OR REPLACE TEMP VIEW in_rejects AS SELECT stream, id, reason FROM rejects")
 
@@ -455,6 +579,13 @@ class Warehouse:
             self.con.execute("INSERT OR REPLACE INTO plans VALUES (?, ?, ?::JSON)",
                              [plan_id, utcnow(), json.dumps(counts)])
         return counts
+
+    def get_state(self, key: str) -> Any:
+        value = self.scalar("SELECT value FROM meta WHERE key = ?", [key])
+        return json.loads(value) if value else None
+
+    def set_state(self, key: str, value: Any) -> None:
+        self.con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, json.dumps(value, default=str)])
 
     def planned_count(self, module: str, action: str) -> int:
         """How many records of `module` the stored plan gave `action` (noops are counted, not stored)."""

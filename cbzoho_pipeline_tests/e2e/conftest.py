@@ -97,7 +97,8 @@ class E2E:
         run_config: dict[str, Any] = {}
         if full_resync:
             ops = {n: {"config": {"full_resync": True}} for n in (
-                "chargebee_customers", "chargebee_subscriptions", "zoho_accounts", "zoho_contacts", "zoho_deals")}
+                "chargebee_customers", "chargebee_subscriptions", "zoho_accounts", "zoho_contacts", "zoho_deals",
+                "sync_plan")}
             run_config["ops"] = ops
         if zoho:
             run_config["resources"] = {"zoho": {"config": zoho}}
