@@ -100,7 +100,8 @@ def _shown(total: int, limit: int) -> dict[str, Any]:
 # The columns of each check's table, in the order the UI shows them.
 PROBLEM_COLUMNS = {"column": "string", "check": "string", "value": "string"}
 SET_ASIDE_COLUMNS = {"id": "string", "resource_version": "int", "reason": "string"}
-ERROR_COLUMNS = {"chargebee_id": "string", "code": "string", "message": "string", "last_seen": "string"}
+ERROR_COLUMNS = {"chargebee_id": "string", "severity": "string", "code": "string", "message": "string",
+                 "last_seen": "string"}
 DUPLICATE_COLUMNS = {"email": "string", "contacts": "int", "zoho_ids": "string"}
 
 
@@ -317,18 +318,25 @@ def _push_asset(module: str, deps: list):
             wh.record_run(run_id, "finished", {module: {**counts.as_metadata(), "open_errors": len(open_errors)}})
             publish_status(site.name, wh)  # what `cbzoho status` reads without touching the warehouse
         error_rows = [
-            {"chargebee_id": r["source_key"], "code": r["code"], "message": r["message"],
-             "last_seen": str(r["last_seen"])[:19]}
+            {"chargebee_id": r["chargebee_id"], "severity": r["severity"] or "error", "code": r["code"],
+             "message": r["message"], "last_seen": str(r["last_seen"])[:19]}
             for r in open_errors.to_dict("records")
         ]
+        failing = sum(r["severity"] == "error" for r in error_rows)
+        warnings = len(error_rows) - failing
+        # Errors fail the check; warnings alone (synced, but worth a look) show it as a warning.
+        description = (f"{failing} {module} record(s) failed to sync" if failing else None)
+        if warnings:
+            description = (description + "; " if description else "") + f"{warnings} synced with a warning"
         return dg.MaterializeResult(
-            metadata={**counts.as_metadata(), "open_errors": len(open_errors)},
+            metadata={**counts.as_metadata(), "open_errors": failing},
             check_results=[dg.AssetCheckResult(
                 check_name="sync_errors", passed=not error_rows,
-                metadata={"error_count": len(error_rows),
+                severity=dg.AssetCheckSeverity.ERROR if failing else dg.AssetCheckSeverity.WARN,
+                metadata={"error_count": failing, "warning_count": warnings,
                           "errors": _table(error_rows, ERROR_COLUMNS, limit=200), **_shown(len(error_rows), 200),
                           "errors_json": dg.MetadataValue.json(error_rows[:500])},
-                description=None if not error_rows else f"{len(error_rows)} {module} record(s) failed to sync",
+                description=description,
             )],
         )
 

@@ -46,3 +46,17 @@ def test_zohos_refusal_keeps_the_field_and_the_limit_it_named(e2e):
     (row,) = outcome.check("synced_contacts", "sync_errors").metadata["errors_json"].value
     assert (row["chargebee_id"], row["code"]) == ("c_long", "INVALID_DATA")
     assert "field Last_Name" in row["message"] and "at most 10 characters" in row["message"], row["message"]
+
+
+def test_warnings_alone_make_the_check_a_warning_not_a_failure(e2e):
+    e2e.sandbox.load(zoho={"sandbox": {"Accounts": [{"Account_Name": "Initech"}, {"Account_Name": "INITECH"}]}})
+    e2e.add_customer(id="c1", last_name="One", email="one@example.com", company="Initech")
+    outcome = e2e.sync()
+    contacts = outcome.check("synced_contacts", "sync_errors")
+    assert not contacts.passed and contacts.severity.value == "WARN"
+    assert contacts.metadata["error_count"].value == 0 and contacts.metadata["warning_count"].value == 1
+    (row,) = contacts.metadata["errors_json"].value
+    assert (row["chargebee_id"], row["severity"]) == ("c1", "warning")
+    accounts = outcome.check("synced_accounts", "sync_errors")
+    assert not accounts.passed and accounts.severity.value == "ERROR"
+    assert accounts.metadata["errors_json"].value[0]["chargebee_id"] == "c1"

@@ -174,15 +174,18 @@ def test_each_site_shows_its_own_check_results_in_the_ui(e2e, tmp_path):
         # ---- acme-test: fails with its errors
         first = sync("acme-test", env)
         assert first.returncode == 1, first.stdout + first.stderr  # 1: finished with sync errors
-        expected = sorted(e["source_key"] for e in e2e.errors("acme-test") if e["module"] == "Contacts")
-        assert {"ui_invalid", "ui_twin_a", "ui_twin_b"} <= set(expected)
+        rows = [e for e in e2e.errors("acme-test") if e["module"] == "Contacts"]
+        expected = sorted(e["chargebee_id"] for e in rows)  # errors and warnings, one table
+        failing = [e for e in rows if e["severity"] == "error"]
+        assert {"ui_invalid", "ui_twin_a", "ui_twin_b"} <= {e["chargebee_id"] for e in failing}
         (failed,) = site_check(ui, "acme-test")
         assert failed["partition"] == failed["evaluation"]["partition"] == "acme-test"
         assert failed["status"] == "FAILED" and failed["evaluation"]["success"] is False
         shown = entries(failed)
-        assert shown["error_count"]["intValue"] == len(expected)
+        assert shown["error_count"]["intValue"] == len(failing)
+        assert shown["warning_count"]["intValue"] == len(expected) - len(failing)
         assert [c["name"] for c in shown["errors"]["table"]["schema"]["columns"]] == [
-            "chargebee_id", "code", "message", "last_seen"]
+            "chargebee_id", "severity", "code", "message", "last_seen"]
         assert sorted(r["chargebee_id"] for r in table_rows(shown["errors"])) == expected[:200]
         assert len(json.loads(shown["errors_json"]["jsonString"])) == len(expected)
         assert site_check(ui, "acme") == []
@@ -200,7 +203,7 @@ def test_each_site_shows_its_own_check_results_in_the_ui(e2e, tmp_path):
 
         # ---- the same in a browser: Checks -> sync_errors -> Partitions -> the site
         description = failed["evaluation"]["description"]
-        assert description == f"{len(expected)} Contacts record(s) failed to sync"
+        assert description.startswith(f"{len(failing)} Contacts record(s) failed to sync")
         page = f"{ui.url}/assets/synced_contacts?view=checks&checkDetail=sync_errors"
         with Browser(tmp_path / "chromium-profile") as browser:
             # The error table is wider than what 1400 px leave beside the main navigation; folding it away
@@ -208,7 +211,7 @@ def test_each_site_shows_its_own_check_results_in_the_ui(e2e, tmp_path):
             browser.goto(page)
             browser.click_text("Hide navigation")
             browser.wait_without_text("Hide navigation")
-            for site, status, count in (("acme-test", "Failed", len(expected)), ("acme", "Passed", 0)):
+            for site, status, count in (("acme-test", "Failed", len(failing)), ("acme", "Passed", 0)):
                 browser.goto(page)
                 browser.wait_for_text("sync_errors", "Partitions")
                 browser.click_text("Partitions", selector="button[role=tab]")  # the check's tab, not the asset's
