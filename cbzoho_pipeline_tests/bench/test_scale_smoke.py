@@ -40,7 +40,7 @@ def test_scale_benchmark_on_300_customers(tmp_path: Path) -> None:
     for kind in ("first", "no-change", "1%-changed"):
         assert f"| 300 | {kind} |" in done.stdout, context
     assert "plan, SQL" in done.stdout and "plan, pandas" in done.stdout, context
-    assert "Targets:" in done.stdout and "naive = " in done.stdout, context
+    assert "## Targets" in done.stdout and "naive = " in done.stdout, context
 
     report = json.loads(out.read_text())
     runs = {r["kind"]: r for r in report["sizes"][0]["runs"]}
