@@ -60,6 +60,23 @@ def mark_down(url: str, why: str, clock=time.monotonic) -> None:
         _down[origin(url)] = (clock() + REMEMBER_SECONDS, why)
 
 
+def give_up_check(url: str, exc: BaseException, since: float | None, attempt: int,
+                  clock=time.monotonic) -> tuple[float | None, str | None]:
+    """Track a call's refused connections to `url`: returns (since, why). `since` is when they began (None
+    once the error is of another kind); `why` is set, and the host marked down, once they have lasted
+    GIVE_UP_SECONDS: the caller raises its own error with it."""
+    if not never_sent(exc):
+        return None, None
+    now = clock()
+    since = now if since is None else since
+    if now - since < GIVE_UP_SECONDS:
+        return since, None
+    why = (f"{origin(url)} refused or could not open a connection for {now - since:.0f} s "
+           f"({attempt + 1} attempts, {type(exc).__name__})")
+    mark_down(url, why)
+    return since, why
+
+
 def mark_up(url: str) -> None:
     with _lock:
         _down.pop(origin(url), None)

@@ -205,14 +205,9 @@ class ChargebeeClient:
                     timeout=self.timeout,
                 )
             except _TRANSPORT_ERRORS as error:
-                if reach.never_sent(error):
-                    now = time.monotonic()
-                    unreachable_since = now if unreachable_since is None else unreachable_since
-                    if now - unreachable_since >= reach.GIVE_UP_SECONDS:
-                        why = (f"{reach.origin(url)} refused or could not open a connection for "
-                               f"{now - unreachable_since:.0f} s ({attempt + 1} attempts, {type(error).__name__})")
-                        reach.mark_down(url, why)
-                        raise ChargebeeError(self._scrub(f"Chargebee {method} {path}: {why}")) from None
+                unreachable_since, why = reach.give_up_check(url, error, unreachable_since, attempt)
+                if why is not None:
+                    raise ChargebeeError(self._scrub(f"Chargebee {method} {path}: {why}")) from None
                 if may_retry_unanswered and attempt < self.max_retries:
                     self.retries["connection"] += 1
                     delay = self._backoff(attempt)

@@ -788,14 +788,8 @@ class ZohoClient:
     def _give_up_if_unreachable(self, url: str, exc: BaseException, since: float | None, attempt: int,
                                 what: str) -> float | None:
         """Track how long connections to `url` have been refused; past reach.GIVE_UP_SECONDS, give up."""
-        if not reach.never_sent(exc):
-            return None
-        now = time.monotonic()
-        since = now if since is None else since
-        if now - since >= reach.GIVE_UP_SECONDS:
-            why = (f"{reach.origin(url)} refused or could not open a connection for {now - since:.0f} s "
-                   f"({attempt + 1} attempts, {type(exc).__name__})")
-            reach.mark_down(url, why)
+        since, why = reach.give_up_check(url, exc, since, attempt)
+        if why is not None:
             raise ZohoError(None, "CONNECTION_ERROR", f"{what}: {why}")
         return since
 
