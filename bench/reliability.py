@@ -120,6 +120,23 @@ class HarnessError(RuntimeError):
     """The harness could not do its job (not a finding about the product)."""
 
 
+# Process groups this command started and has not reaped yet: killed if the command is interrupted.
+LIVE_GROUPS: set[int] = set()
+
+
+def kill_live_groups() -> None:
+    for pgid in list(LIVE_GROUPS):
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        LIVE_GROUPS.discard(pgid)
+
+
+def exit_on_signal(signum: int, _frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
 # -------------------------------------------------------------------------------------------- sandbox
 class Sandbox:
     """A sandbox server this command started, and the few control calls the trials need."""
@@ -145,6 +162,7 @@ class Sandbox:
                 proc.kill()
                 raise HarnessError(f"the sandbox did not start (see {workdir / 'sandbox.log'})")
             time.sleep(0.05)
+        LIVE_GROUPS.add(proc.pid)
         return cls(proc, info_file)
 
     def stop(self) -> None:
@@ -155,6 +173,7 @@ class Sandbox:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+        LIVE_GROUPS.discard(self.proc.pid)
 
     def control(self, method: str, path: str, body: Any = None) -> Any:
         response = self.http.request(method, f"{self.control_url}/{path}", json=body, timeout=120)
@@ -315,6 +334,7 @@ class Running:
         with self.stdout_path.open("wb") as out:
             self.proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.PIPE,
                                          start_new_session=True)
+        LIVE_GROUPS.add(self.proc.pid)
         self.reader = threading.Thread(target=self._read_stderr, daemon=True)
         self.reader.start()
 
@@ -360,6 +380,7 @@ class Running:
             self.kill()
             self.proc.wait(30)
         seconds = self.elapsed()
+        LIVE_GROUPS.discard(self.proc.pid)
         self.reader.join(30)
         self.proc.stderr.close()
         code = None if timed_out else self.proc.returncode
@@ -758,17 +779,17 @@ def lost_trial(h: Harness, trial: Trial) -> None:
 # ------------------------------------------------------------------------------------------------- kill
 @dataclass
 class Timing:
-    run_start: float
+    run_start: float  # seconds after the process started
     first_step: float
+    last_step_end: float
     end: float
 
 
 def calibrate_kills(h: Harness) -> Timing:
-    """A clean sync under the kill latency: when its run and first step start, and when the process ends."""
+    """A clean sync under the kill latency: when its run and steps start and end, and when the process ends."""
     h.prepare(Trial("kill", 0, h.seed_for(0), h.plan.customers))
     ws = h.workspace("kill-calibration")
-    h.sandbox.faults("chargebee", latency_ms=h.plan.kill_latency_ms)
-    h.sandbox.faults("zoho", latency_ms=h.plan.kill_latency_ms)
+    slow_down(h.sandbox, h.plan.kill_latency_ms)
     running = ws.start("sync", *SYNC)
     result = running.wait(600)
     h.sandbox.clear_faults()
@@ -776,58 +797,85 @@ def calibrate_kills(h: Harness) -> Timing:
     if not result.finished() or window is None or running.run_started_at is None:
         raise HarnessError(f"the kill calibration sync did not finish (exit {result.code}): "
                            f"{result.stderr_tail[-1500:]}")
-    return Timing(running.run_started_at, window[0], result.seconds)
+    return Timing(running.run_started_at, window[0], window[1], result.seconds)
 
 
 def kill_delays(timing: Timing, count: int, rng: random.Random) -> list[float]:
-    """Stratified uniform delays after RUN_START, over the run's measured length.
+    """Stratified uniform delays after RUN_START, over the measured run up to its last step's end.
 
     Counting from the run's start rather than the process's keeps the kills inside the run however long
     Python and Dagster take to load on a busy machine.
     """
-    span = (timing.end - timing.run_start) * 0.97
+    span = timing.last_step_end - timing.run_start
     slots = list(range(count))
     rng.shuffle(slots)
     return [round((slot + rng.random()) * span / count, 3) for slot in slots]
 
 
-@timed("kill")
-def kill_trial(h: Harness, trial: Trial, delay: float) -> None:
-    h.prepare(trial)
-    ws = h.workspace(f"kill-{trial.index}")
-    h.sandbox.faults("chargebee", latency_ms=h.plan.kill_latency_ms)
-    h.sandbox.faults("zoho", latency_ms=h.plan.kill_latency_ms)
-    victim = ws.start("killed", *SYNC)
+def slow_down(sandbox: Sandbox, latency_ms: float) -> None:
+    for api in ("chargebee", "zoho"):
+        sandbox.faults(api, latency_ms=latency_ms)
+
+
+@dataclass
+class Kill:
+    delay: float
+    landed: bool
+    step: str | None
+    phase: str
+    result: CliResult
+
+
+def kill_once(h: Harness, ws: Workspace, label: str, delay: float) -> Kill:
+    """Start a slowed-down sync and SIGKILL it `delay` seconds after its run started."""
+    slow_down(h.sandbox, h.plan.kill_latency_ms)
+    victim = ws.start(label, *SYNC)
     while victim.alive() and victim.run_started_at is None and victim.elapsed() < h.plan.stuck_bound:
         time.sleep(0.01)
     deadline = (victim.run_started_at or victim.elapsed()) + delay
     while victim.alive() and victim.elapsed() < deadline:
         time.sleep(0.01)
-    step, step_ended = victim.step_now()
+    step, _ = victim.step_now()
     phase = phase_of(step, victim.run_started_at is not None)
     landed = victim.alive()
     victim.kill()
-    killed = victim.wait(30)
+    result = victim.wait(30)
     h.sandbox.clear_faults()
+    return Kill(delay, landed, step, phase if landed else "after exit", result)
+
+
+@timed("kill")
+def kill_trial(h: Harness, trial: Trial, delay: float) -> None:
+    """Kill a sync mid-run (again, earlier, from a fresh start if it ended first), then sync at once."""
+    misses = []
+    for attempt in range(3):
+        h.prepare(trial)
+        ws = h.workspace(f"kill-{trial.index}" + (f"-retry{attempt}" if attempt else ""))
+        kill = kill_once(h, ws, "killed", delay)
+        if kill.landed:
+            break
+        misses.append(delay)
+        delay = round(delay * 0.6, 3)
     follow = ws.run("after-kill", *SYNC, timeout=h.plan.stuck_bound)
     leftover = active_runs(ws.dagster_home)
-    trial.details.update(delay_after_run_start=delay, killed_after=round(victim.elapsed(), 3), landed=landed,
-                         step=step, step_ended=step_ended,
-                         phase=phase if landed else "after exit", killed=killed.brief(),
-                         follow_up=follow.brief(), runs_left_active=leftover)
+    trial.details.update(delay_after_run_start=kill.delay, earlier_delays_missed=misses, landed=kill.landed,
+                         step=kill.step, phase=kill.phase, killed=kill.result.brief(), follow_up=follow.brief(),
+                         runs_left_active=leftover)
+    if not kill.landed:
+        h.note("kill", "every attempt's sync ended before its kill", trial=trial.index, delays=misses)
     if follow.timed_out:
         trial.stuck += 1
         h.note("kill", f"the sync after a kill did not finish within {h.plan.stuck_bound:.0f} s",
-               trial=trial.index, step=step, stderr_tail=follow.stderr_tail[-1500:])
+               trial=trial.index, phase=kill.phase, stderr_tail=follow.stderr_tail[-1500:])
     elif not follow.finished():
         h.sync_must_finish(trial, follow)
     if stuck_runs(leftover):
         trial.stuck += 1
         beats = ws.cbzoho_home / "sites" / SITE / "runs"
         h.note("kill", "the Dagster instance still holds a run of the site as in progress after the "
-               "follow-up sync", trial=trial.index, phase=phase, delay=delay, runs=leftover,
+               "follow-up sync", trial=trial.index, phase=kill.phase, delay=kill.delay, runs=leftover,
                heartbeat_files=sorted(p.name for p in beats.glob("*.json")) if beats.is_dir() else [],
-               killed_stderr_tail=killed.stderr_tail[-600:])
+               killed_stderr_tail=kill.result.stderr_tail[-600:])
     h.judge(trial, ws)
 
 
@@ -874,6 +922,7 @@ class DagsterDev:
                 [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-h", "127.0.0.1",
                  "-p", str(self.port)], cwd=ws.product, env=ws.env(), stdout=sink, stderr=subprocess.STDOUT,
                 start_new_session=True)
+        LIVE_GROUPS.add(self.proc.pid)
 
     def wait_ready(self, timeout: float = 240.0) -> None:
         deadline = time.monotonic() + timeout
@@ -908,6 +957,7 @@ class DagsterDev:
                 break
             except subprocess.TimeoutExpired:
                 continue
+        LIVE_GROUPS.discard(self.proc.pid)
         strays = processes_with_env("DAGSTER_HOME", str(self.ws.dagster_home))
         for pid in strays:
             try:
@@ -1032,8 +1082,7 @@ def status_trial(h: Harness, trial: Trial, wanted: int) -> None:
     the answer must still show the first sync as the last run."""
     h.prepare(trial)
     ws = h.workspace(f"status-{trial.index}")
-    h.sandbox.faults("chargebee", latency_ms=h.plan.poll_latency_ms)
-    h.sandbox.faults("zoho", latency_ms=h.plan.poll_latency_ms)
+    slow_down(h.sandbox, h.plan.poll_latency_ms)
     polls: list[dict] = []
     syncs = []
     for number, extra in enumerate(((), ("--full-resync",))):
@@ -1255,6 +1304,11 @@ def main(argv: list[str] | None = None) -> int:
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
+    # Stoppable with Ctrl-C or SIGTERM even when started in the background (which ignores SIGINT), and
+    # then nothing it started is left running.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, exit_on_signal)
+
     log(f"reliability ({args.profile}): {json.dumps(asdict(plan))}; trial directories under {root}")
     product = REPO if args.live else freeze_product(root / "product")
     report["product"] = {"loaded_from": "working tree" if args.live else "copy of the working tree at start",
@@ -1263,14 +1317,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         h = Harness(plan, root, product)
         trials = run_all(h, log)
-    except HarnessError as exc:
-        print(f"reliability: the harness could not run: {exc}", file=sys.stderr)
-        report.update(error=str(exc), anomalies=h.anomalies if h else [])
+    except (HarnessError, KeyboardInterrupt, SystemExit) as exc:
+        failed = isinstance(exc, HarnessError)
+        reason = f"the harness could not run: {exc}" if failed else "interrupted"
+        print(f"reliability: {reason}" + (f" (trial directories kept in {root})" if failed or args.keep else ""),
+              file=sys.stderr)
+        report.update(error=reason, anomalies=h.anomalies if h else [])
         _write_json(args.json, report)
+        if not (failed or args.keep):
+            shutil.rmtree(root, ignore_errors=True)
         return 1
     finally:
         if h is not None:
             h.close()
+        kill_live_groups()
     rows = summarise(trials)
     report.update(rows=rows, wall_seconds=round(time.monotonic() - started, 1), footnotes=footnotes(trials, h),
                   kill_calibration=asdict(h.kill_timing) if h.kill_timing else None,
