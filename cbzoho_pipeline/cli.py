@@ -188,8 +188,10 @@ def _cmd_sync(args: argparse.Namespace) -> int:
         print(f"cbzoho sync: {exc}", file=sys.stderr)
         return 2
     extra_config = _load_run_config(args.run_config)
+    import uuid
+
     from cbzoho_pipeline.definitions import defs
-    from cbzoho_pipeline.runs import reap_dead_runs
+    from cbzoho_pipeline.runs import heartbeat, reap_dead_runs
 
     job = defs.resolve_job_def("cbzoho_sync")
     # Progress (pages read, batches pushed) at INFO on stderr; Dagster's step-by-step DEBUG events stay out.
@@ -207,9 +209,12 @@ def _cmd_sync(args: argparse.Namespace) -> int:
         for _site, run_id, why in reap_dead_runs(instance, [args.site]):
             print(f"cbzoho sync: an earlier run {run_id[:8]} of site {args.site!r} had died ({why}); "
                   "marked it failed", file=sys.stderr)
-        with _one_line_failures(enabled=not getattr(args, "debug", False)):
+        # The run's heartbeat is written before Dagster records the run as started, so a kill at any moment
+        # leaves a run the reaper can tell is dead (see runs.py).
+        run_id = str(uuid.uuid4())  # Dagster's own run ids are uuid4 strings too
+        with heartbeat(args.site, run_id), _one_line_failures(enabled=not getattr(args, "debug", False)):
             result = job.execute_in_process(partition_key=args.site, instance=instance, raise_on_error=False,
-                                            run_config=run_config)
+                                            run_config=run_config, run_id=run_id)
     if not result.success:
         from cbzoho_pipeline.assets.errors import root_cause
         from cbzoho_pipeline.warehouse.status import record_failure
