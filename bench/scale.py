@@ -1065,8 +1065,11 @@ def targets(sizes: list[dict[str, Any]], plans: list[dict[str, Any]]) -> list[di
             "; ".join(f"{n:,}{' (saved)' if saved else ''}: {w} s, {p} MiB" for n, w, p, saved in measured))
     if len(measured) > 1:
         steps_up = [(b[0] / a[0], b[1] / a[1]) for a, b in zip(measured, measured[1:], strict=False)]
+        saved = [f"{n:,}" for n, _, _, was_saved in measured if was_saved]
         add("extraction in the first syncs of this table: time linear in N", all(t <= 1.05 * k for k, t in steps_up),
-            ", ".join(f"x{t:.1f} wall for x{k:g} N" for k, t in steps_up))
+            ", ".join(f"x{t:.1f} wall for x{k:g} N" for k, t in steps_up)
+            + (f" (the first sync of {', '.join(saved)} is a saved one, run at another time and load)" if saved
+               else ""))
     return out
 
 
@@ -1077,11 +1080,16 @@ def site_lines(result: dict[str, Any]) -> list[str]:
         n, ds = size["customers"], size["dataset"]
         if size["reused_first_sync"]:
             first = size["runs"][0]
-            lines.append(f"- {n:,}: first sync not run here — its figures and state are those saved by an earlier "
-                         f"run at {first['reused_from']} (`--reuse`; that first sync: {fmt(first['wall_s'])} s). A "
-                         f"fresh sandbox was loaded from that state's warehouse, read-only, in "
-                         f"{size['restore']['seconds']} s ({size['restore']['loaded']}); the site's CBZOHO_HOME is "
-                         "a copy of the saved one (its Zoho access token dropped: another sandbox minted it).")
+            load = first.get("load_average_1m") or []
+            restored = ", ".join(f"{v:,} {k}" for k, v in size["restore"]["loaded"].items())
+            lines.append(f"- {n:,}: first sync not run here — its figures and state are those an earlier run of this "
+                         f"command saved at {first['reused_from']} (`--reuse`; that first sync took "
+                         f"{fmt(first['wall_s'])} s" + (f", 1-minute load average {min(load):g}–{max(load):g}"
+                                                        if load else "") + "). A fresh sandbox was loaded from the "
+                         f"saved warehouse (opened read-only: the raw Chargebee objects and the Zoho snapshot) in "
+                         f"{size['restore']['seconds']} s ({restored}); the site's CBZOHO_HOME is a copy of the "
+                         "saved one (its Zoho access token dropped: another sandbox minted it); sandbox RSS "
+                         f"{fmt(size.get('sandbox_rss_mib'))} MiB after the syncs.")
         else:
             counts = ds["counts"]
             lines.append(f"- {n:,}: loaded in {ds['seconds']} s through `/_sandbox/load` ({counts['customers']:,} "
@@ -1100,8 +1108,8 @@ def report(result: dict[str, Any]) -> str:
     lines = [
         "# Scale benchmark (issue 8)", "",
         f"`{result['command']}` — {result['date']}; {result['machine']}; whole run {fmt(result['total_seconds'])} s"
-        + (f"; 1-minute load average during the syncs {min(loads):g}–{max(loads):g} (other work shared the "
-           "machine)" if loads else "") + ".", "",
+        + (f"; 1-minute load average around the syncs run here {min(loads):g}–{max(loads):g}" if loads else "")
+        + ".", "",
         "Each size: a fresh sandbox with a clean site (N customers with distinct emails, one active USD "
         f"subscription each, a company per {PER_COMPANY} customers; Zoho empty), then three headless "
         "`cbzoho sync --site acme-test` processes: **first**; **no-change** "
