@@ -13,6 +13,7 @@ into another's.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import hashlib
 import json
 import random
@@ -236,8 +237,14 @@ class FaultsAndStatsMiddleware:
         stats.calls[self._endpoint(scope)] += 1
 
         async def counting_send(message: dict) -> None:
-            if message["type"] == "http.response.start" and message["status"] == 429:
-                stats.served_429 += 1
+            if message["type"] == "http.response.start":
+                if message["status"] == 429:
+                    stats.served_429 += 1
+                # Like the real APIs, every answer carries the server's time, here the sandbox clock (which
+                # tests may move): a client can tell how far its own clock is from the server's.
+                date = email.utils.formatdate(sandbox.now(), usegmt=True).encode()
+                message = {**message, "headers": [*[(k, v) for k, v in message.get("headers", [])
+                                                    if k.lower() != b"date"], (b"date", date)]}
             await send(message)
 
         faults = sandbox.faults_for("zoho" if api == "zoho_accounts" else api, tenant)

@@ -112,7 +112,7 @@ def serve(
 
     config = uvicorn.Config(
         build_app(sandbox), log_level="warning", access_log=False, timeout_keep_alive=30,
-        lifespan="off",
+        lifespan="off", date_header=False,  # the API's Date header is the sandbox clock (see app.py)
     )
     # uvicorn re-raises SIGTERM/SIGINT after a graceful shutdown; make that an exit that runs `finally`.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

@@ -205,6 +205,16 @@ def zoho_metadata(context: dg.AssetExecutionContext, config: MetadataConfig, zoh
     })
 
 
+def _snapshot_fields(site, wh, module: str) -> list[str]:
+    """The fields read of `module`: the base fields, the site's extra contact fields and the external-ID field."""
+    metadata = wh.meta("metadata")
+    org = org_meta.describe_org(metadata)
+    extra = list(site.rules.extra_contact_fields.values()) if module == "Contacts" else []
+    if module == "Contacts" and org["contact_external_field"]:
+        extra.append(org["contact_external_field"])
+    return snapshot.snapshot_fields(module, metadata, extra)
+
+
 def _snapshot_asset(module: str):
     name = f"zoho_{module.lower()}"
 
@@ -221,14 +231,10 @@ def _snapshot_asset(module: str):
                warehouse: WarehouseResource) -> dg.MaterializeResult:
         site = site_for(context)
         with plain_failures(site), warehouse.open(site.name, log=context.log.warning) as wh:
-            metadata = wh.meta("metadata")
-            org = org_meta.describe_org(metadata)
-            extra = list(site.rules.extra_contact_fields.values()) if module == "Contacts" else []
-            if module == "Contacts" and org["contact_external_field"]:
-                extra.append(org["contact_external_field"])
-            fields = snapshot.snapshot_fields(module, metadata, extra)
-            result = snapshot.refresh(wh, zoho.client(site, log=context.log.info), module, fields, full=config.full_resync,
-                                      log=context.log.info,
+            fields = _snapshot_fields(site, wh, module)
+            client = zoho.client(site, log=context.log.info)
+            result = snapshot.refresh(wh, client, module, fields, full=config.full_resync, log=context.log.info,
+                                      clock=client.server_now,
                                       expected_changes=wh.writes_since_cursor(module, f"zoho.{module}"))
         return dg.MaterializeResult(metadata={
             "dagster/row_count": result.total, "fetched": result.fetched, "deleted": result.deleted,
@@ -347,9 +353,30 @@ synced_accounts = _push_asset("Accounts", [sync_plan])
 synced_contacts = _push_asset("Contacts", [sync_plan, synced_accounts])
 synced_deals = _push_asset("Deals", [sync_plan, synced_contacts])
 
+
+
+@dg.asset(
+    **_common("push"),
+    tags={"source": "zoho"},
+    deps=[synced_accounts, synced_contacts, synced_deals],
+    description="Reads back from Zoho what this run wrote (from 200 writes in a module), so the snapshot and its "
+                "cursors end in step: the next run then reads only what changed after this one.",
+)
+def zoho_read_back(context: dg.AssetExecutionContext, zoho: ZohoResource,
+                   warehouse: WarehouseResource) -> dg.MaterializeResult:
+    site = site_for(context)
+    read: dict[str, int] = {}
+    with plain_failures(site), warehouse.open(site.name, log=context.log.warning) as wh:
+        client = zoho.client(site, log=context.log.info)
+        for module in ("Accounts", "Contacts", "Deals"):
+            result = snapshot.read_back(wh, client, module, _snapshot_fields(site, wh, module), log=context.log.info)
+            read[module] = result.fetched if result is not None else 0
+    return dg.MaterializeResult(metadata={f"read_back_{m.lower()}": n for m, n in read.items()})
+
+
 SYNC_ASSETS = [
     chargebee_customers, chargebee_subscriptions, zoho_metadata, zoho_accounts, zoho_contacts, zoho_deals,
-    sync_plan, synced_accounts, synced_contacts, synced_deals,
+    sync_plan, synced_accounts, synced_contacts, synced_deals, zoho_read_back,
 ]
 
 

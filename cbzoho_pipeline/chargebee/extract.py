@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cbzoho_pipeline.chargebee import schemas
+from cbzoho_pipeline.prefetch import prefetched
 from cbzoho_pipeline.warehouse.db import Warehouse
 
 OVERLAP_SECONDS = 2
@@ -70,7 +71,8 @@ def extract(
     log(f"{stream}: {'full load' if after is None else f'changes since {after} (unix s)'}")
     try:
         with wh.chargebee_stream(table):
-            for page in lister(updated_after=after, include_deleted=True, page_size=100):
+            pages = lister(updated_after=after, include_deleted=True, page_size=100)
+            for page in prefetched(pages, name=f"chargebee-{stream}"):
                 result.pages += 1
                 problems = schemas.contract_problems(stream, page)
                 if problems:

@@ -13,7 +13,7 @@ from cbzoho_pipeline.settings import Site
 from cbzoho_pipeline.sync import org as org_meta
 from cbzoho_pipeline.sync import plan as core
 from cbzoho_pipeline.sync import plan_sql
-from cbzoho_pipeline.warehouse.db import Warehouse, utcnow
+from cbzoho_pipeline.warehouse.db import PLAN_MEMORY_LIMIT, Warehouse, utcnow
 
 
 def reconcile_lost_creates(wh: Warehouse) -> None:
@@ -60,9 +60,10 @@ def plan_site(wh: Warehouse, site: Site, plan_id: str, *, full: bool = False,
         why, scoped = f"what changed since {last['at'][:19]}", True
     records = wh.plan_scope(datetime.fromisoformat(last["at"])) if scoped else None
     log(f"planning {'all records' if not scoped else f'{records} customer(s) and what depends on them'} ({why})")
-    wh.plan_input_views(params.extra_paths(), scoped=scoped, external_field=params.contact_external_field)
-    plan_sql.run_plan(wh.con, params)
-    counts = wh.store_plan(plan_id)
+    with wh.limited(PLAN_MEMORY_LIMIT):
+        wh.plan_input_views(params.extra_paths(), scoped=scoped, external_field=params.contact_external_field)
+        plan_sql.run_plan(wh.con, params)
+        counts = wh.store_plan(plan_id)
     scope = {"scope": "incremental" if scoped else "full", "why": why, "customers_in_scope": records}
     wh.set_state("plan", {"at": started.isoformat(), "fingerprint": fingerprint, **scope})
     return counts, wh.plan_changes(limit=100), scope

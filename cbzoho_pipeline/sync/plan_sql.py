@@ -12,11 +12,12 @@ plain data loaded into an in-memory DuckDB), so the rules live here once:
   x0 .. xN)` — xI is the value of the I-th extra contact field's Chargebee path;
 - `in_subscriptions(id, customer_id, status, currency_code, mrr, created_at, deleted)`;
 - `in_rejects(stream, id, reason)` — rows set aside by validation;
-- `in_zoho(module, id, data JSON)` — Zoho records as Zoho returns them;
+- `in_zoho(module, id, data JSON, match_key, z_*)` — Zoho records as Zoho returns them, with the typed
+  columns of `warehouse.db.ZOHO_COLUMNS` computed from `data`;
 - `in_links(module, source_key, zoho_id)`;
 - optionally `in_scope(module, source_key)`: plan only these records (and what depends on them).
 
-The output is the table `plan_out(module, source_key, action, zoho_id, payload JSON, changed_fields
+The output is the view `plan_out(module, source_key, action, zoho_id, payload JSON, changed_fields
 VARCHAR[], reason, code, refs JSON)`, one row per record in scope. What it must never do: perform I/O
 beyond the given connection, read a clock, or depend on row order (ties are broken by id).
 """
@@ -31,6 +32,7 @@ import duckdb
 
 from cbzoho_pipeline.settings import Rules
 from cbzoho_pipeline.sync.mapping import DEFAULT_CONTACT_FIELDS, ZERO_DECIMAL_CURRENCIES
+from cbzoho_pipeline.warehouse.db import ZOHO_TYPED_FIELDS, zoho_typed_select
 
 MODULE_ORDER = {"Accounts": 0, "Contacts": 1, "Deals": 2}
 
@@ -119,19 +121,20 @@ def _name_list(pairs: list[tuple[str, str | None]], then: list[tuple[str, str]] 
     return out
 
 
-def _same(field_name: str, ours: str, theirs: str) -> str:
+def _same(field_name: str, ours: str, theirs: str, *, ours_clean: bool = False) -> str:
     """Equality as Zoho would see it (see mapping.same_value): trimmed text, blank equals missing, emails
-    case-insensitive. Never NULL."""
-    a, b = _clean(ours), _clean(f"CAST({theirs} AS VARCHAR)")
+    case-insensitive. Never NULL. `theirs` is a clean text column (trimmed, blank as NULL: the Zoho typed
+    columns are stored so); `ours` is cleaned here unless `ours_clean` says it already is."""
+    a, b = (ours if ours_clean else _clean(ours)), theirs
     if field_name == "Email":
         return f"(lower({a}) IS NOT DISTINCT FROM lower({b}))"
     return f"(({a}) IS NOT DISTINCT FROM ({b}))"
 
 
-def _lookup(expr: str) -> str:
-    """The record id of a lookup field, whether Zoho gave an object or a bare id."""
-    return (f"CASE WHEN json_type({expr}) = 'OBJECT' THEN nullif({expr}->>'id', '') "
-            f"ELSE nullif(trim({expr}->>'$'), '') END")
+def _json_text(field_name: str) -> str:
+    """A Zoho field without a typed column, as text, from the record's JSON copy."""
+    assert "'" not in field_name, field_name
+    return f"(data->>'{field_name}')"
 
 
 def run_plan(con: duckdb.DuckDBPyConnection, params: PlanParams, *, scoped: bool = False) -> None:
@@ -152,22 +155,23 @@ def run_plan(con: duckdb.DuckDBPyConnection, params: PlanParams, *, scoped: bool
         CREATE OR REPLACE TEMP TABLE _c AS
         SELECT c.id, coalesce(c.deleted, FALSE) AS deleted, c.created_at,
                lower({_clean('c.email')}) AS email_n,
-               lower({_folded('c.company')}) AS company_key, {_folded('c.company')} AS company_name,
+               {_folded('c.company')} AS company_name, lower(company_name) AS company_key,
                {_clean('c.company')} AS company_clean, {_clean('c.last_name')} AS last_name_c,
                {_clean('c.billing_last_name')} AS billing_last_name_c, {_clean('c.first_name')} AS first_name_c,
                {_clean('c.email')} AS email_c, {desired_cols}
         FROM in_customers c""")
     zoho_targets = sorted({target for _, target in mapping} | ({ext} if ext else set()))
-    zc_cols = ", ".join(f"data->'{t}' AS \"z_{t}\"" for t in zoho_targets)
+    # Zoho's values as text: from the typed column where the field has one, else from the JSON copy.
+    zc_cols = ", ".join(f"{ZOHO_TYPED_FIELDS.get(t, _clean(_json_text(t)))} AS \"z_{t}\"" for t in zoho_targets)
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _zc AS
-        SELECT id, lower({_clean("data->>'Email'")}) AS email_n,
-               {(_clean(f"data->>'{ext}'") if ext else 'NULL::VARCHAR')} AS ext,
-               {_lookup("data->'Account_Name'")} AS account_id, {zc_cols}
+        SELECT id, match_key AS email_n,
+               {(_clean(_json_text(ext)) if ext else 'NULL::VARCHAR')} AS ext,
+               z_account_id AS account_id, {zc_cols}
         FROM in_zoho WHERE module = 'Contacts'""")
-    con.execute(f"""
+    con.execute("""
         CREATE OR REPLACE TEMP TABLE _za AS
-        SELECT id, lower({_folded("data->>'Account_Name'")}) AS name_key FROM in_zoho WHERE module = 'Accounts'""")
+        SELECT id, match_key AS name_key FROM in_zoho WHERE module = 'Accounts'""")
 
     # ------------------------------------------------------------------------------------ contact matching
     skip_none = rules.no_matching_contact == "skip"
@@ -300,10 +304,11 @@ def run_plan(con: duckdb.DuckDBPyConnection, params: PlanParams, *, scoped: bool
         return f'z."z_{target}"'
 
     def change(target: str, expr: str) -> str:
-        theirs = f"{z(target)}->>'$'"
-        differs = f"NOT {_same(target, expr, theirs)}"
+        theirs = z(target)
+        same = _same(target, expr, theirs, ours_clean=expr.startswith('c."d_'))  # the desired columns are clean
+        differs = f"NOT {same}"
         if rule == "fill_blanks":
-            return f"({expr} IS NOT NULL AND {_clean(theirs)} IS NULL AND {differs})"
+            return f"({expr} IS NOT NULL AND {theirs} IS NULL AND {differs})"
         return f"({expr} IS NOT NULL AND {differs})"
 
     account_blank = "z.account_id IS NULL"
@@ -331,30 +336,31 @@ def run_plan(con: duckdb.DuckDBPyConnection, params: PlanParams, *, scoped: bool
                    f"CASE WHEN ap.action = 'error' THEN json_object('warning', {warning}) ELSE '{{}}'::JSON END)")
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _con AS
-        SELECT c.id, m.status, m.zoho_id, m.reason, m.code,
-               a.action AS account_action, a.key AS account_key,
+        SELECT * EXCLUDE (any_change) FROM (
+        SELECT c.id, m.status, m.zoho_id, m.reason, m.code, ({any_change}) AS any_change,
+               a.action AS account_action, a.key AS account_key, a.zoho_id AS account_zoho_id,
                CASE WHEN m.status = 'none' THEN {_json_pairs(create_pairs)} END AS create_payload,
                CASE WHEN m.status = 'none' THEN {_name_list(create_names, create_then)} END AS create_changed,
                CASE WHEN m.status = 'none' THEN {_too_long('Contacts', create_len, lengths)} END AS create_too_long,
                CASE WHEN m.status = 'none' THEN {create_refs} END AS create_refs,
                CASE WHEN m.status = 'none' THEN {fallback_source} END AS last_name_source,
                {_lit(has_last)} AND {last_expr} IS NOT NULL AS has_last_name,
-               CASE WHEN {any_change} THEN {_json_pairs(update_pairs)} END AS update_payload,
-               CASE WHEN {any_change} THEN {_name_list(update_names, update_then)} ELSE []::VARCHAR[] END
+               CASE WHEN any_change THEN {_json_pairs(update_pairs)} END AS update_payload,
+               CASE WHEN any_change THEN {_name_list(update_names, update_then)} ELSE []::VARCHAR[] END
                    AS update_changed,
-               CASE WHEN {any_change} THEN {_too_long('Contacts', update_len, lengths)} END AS update_too_long,
+               CASE WHEN any_change THEN {_too_long('Contacts', update_len, lengths)} END AS update_too_long,
                CASE WHEN m.status IN ('linked', 'matched') AND (m.status = 'matched' OR a.action = 'create'
                          OR ap.action = 'error') THEN {link_refs} ELSE '{{}}'::JSON END AS link_refs
         FROM _c c JOIN _m m ON m.id = c.id
         LEFT JOIN _acc_plan ap ON ap.key = c.company_key
         LEFT JOIN (SELECT key, action, zoho_id FROM _acc_plan WHERE action IN ('noop', 'create')) a
                ON a.key = c.company_key
-        LEFT JOIN _zc z ON z.id = m.zoho_id""")
+        LEFT JOIN _zc z ON z.id = m.zoho_id)""")
 
     matched_reason = "CASE WHEN m_reason = '' THEN 'linked' ELSE m_reason END"
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _con_plan AS
-        SELECT id AS source_key, zoho_id, m_reason, code0,
+        SELECT id AS source_key, zoho_id, m_reason, code0, account_action, account_key, account_zoho_id,
             CASE WHEN status IN ('skip', 'error') THEN status
                  WHEN status = 'none' THEN CASE WHEN create_too_long IS NOT NULL THEN 'error' ELSE 'create' END
                  WHEN {_lit(rule == 'link_only')} THEN 'noop'
@@ -385,12 +391,18 @@ def run_plan(con: duckdb.DuckDBPyConnection, params: PlanParams, *, scoped: bool
             status AS match_status
         FROM (SELECT *, reason AS m_reason, code AS code0 FROM _con)""")
 
+    # What the deals do not read goes now: a plan of a million records stays within a few hundred MB.
+    for name in ("_con", "_m", "_zc", "_za", "_acc", "_c"):
+        con.execute(f"DROP TABLE IF EXISTS {name}")
+
     # ------------------------------------------------------------------------------------ deals
     _plan_deals(con, params)
+    for name in ("_d", "_zd"):
+        con.execute(f"DROP TABLE IF EXISTS {name}")
 
     # ------------------------------------------------------------------------------------ all together
     con.execute("""
-        CREATE OR REPLACE TEMP TABLE plan_out AS
+        CREATE OR REPLACE TEMP VIEW plan_out AS
         SELECT 'Accounts' AS module, key AS source_key, action, zoho_id,
                CASE WHEN action = 'create' OR (action = 'error' AND code = 'VALUE_TOO_LONG')
                     THEN json_object('Account_Name', name) END AS payload,
@@ -430,19 +442,16 @@ def _plan_deals(con: duckdb.DuckDBPyConnection, params: PlanParams) -> None:
     lengths = params.field_lengths
     owner = params.owner_id
 
-    con.execute(f"""
+    con.execute("""
         CREATE OR REPLACE TEMP TABLE _zd AS
-        SELECT id, {_clean("data->>'Deal_Name'")} AS deal_name, data->'Amount' AS amount,
-               data->>'Closing_Date' AS closing_date, data->>'Pipeline' AS pipeline, data->>'Stage' AS stage,
-               data->>'Currency' AS currency, {_lookup("data->'Contact_Name'")} AS contact_id,
-               {_lookup("data->'Account_Name'")} AS account_id
+        SELECT id, z_deal_name AS deal_name, z_amount AS amount, z_closing_date AS closing_date,
+               z_pipeline AS pipeline, z_stage AS stage, z_currency AS currency, z_contact_id AS contact_id,
+               z_account_id AS account_id
         FROM in_zoho WHERE module = 'Deals'""")
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _d AS
-        WITH links AS (
-            SELECT l.source_key, l.zoho_id FROM in_links l JOIN _zd d ON d.id = l.zoho_id WHERE l.module = 'Deals'),
-        by_name AS (SELECT deal_name, list_sort(list(id)) AS ids FROM _zd WHERE deal_name IS NOT NULL
-                    GROUP BY deal_name)
+        WITH by_name AS (SELECT deal_name, min(id) AS first_id, count(*) AS n FROM _zd WHERE deal_name IS NOT NULL
+                         GROUP BY deal_name)
         SELECT s.id AS sid, s.status, coalesce(s.deleted, FALSE) AS deleted, r.reason AS rejected,
                upper(coalesce(nullif(s.currency_code, ''), {_lit(home)})) AS currency,
                CASE WHEN upper(coalesce(nullif(s.currency_code, ''), {_lit(home)})) IN {zero_decimal}
@@ -450,18 +459,16 @@ def _plan_deals(con: duckdb.DuckDBPyConnection, params: PlanParams) -> None:
                CASE WHEN s.created_at IS NOT NULL
                     THEN strftime(make_timestamp(s.created_at::BIGINT * 1000000), '%Y-%m-%d') END AS closing_date,
                {stage_case} AS stage, {stage_error_case} AS stage_error,
-               l.zoho_id AS linked, rl.zoho_id AS raw_linked, b.ids AS by_name, s.customer_id AS cid,
+               CASE WHEN lz.id IS NOT NULL THEN rl.zoho_id END AS linked, rl.zoho_id AS raw_linked,
+               coalesce(b.n, 0) AS n_by_name, b.first_id AS first_by_name, s.customer_id AS cid,
                cp.action AS contact_action, cp.zoho_id AS contact_zoho_id, cp.reason AS contact_reason,
-               a.action AS account_action, a.zoho_id AS account_zoho_id, a.key AS account_key
+               cp.account_action, cp.account_zoho_id, cp.account_key
         FROM in_subscriptions s
         LEFT JOIN in_rejects r ON r.stream = 'subscriptions' AND r.id = s.id
-        LEFT JOIN links l ON l.source_key = s.id
         LEFT JOIN (SELECT source_key, zoho_id FROM in_links WHERE module = 'Deals') rl ON rl.source_key = s.id
+        LEFT JOIN _zd lz ON lz.id = rl.zoho_id
         LEFT JOIN by_name b ON b.deal_name = s.id
-        LEFT JOIN _con_plan cp ON cp.source_key = s.customer_id
-        LEFT JOIN _c c ON c.id = s.customer_id
-        LEFT JOIN (SELECT key, action, zoho_id FROM _acc_plan WHERE action IN ('noop', 'create')) a
-               ON a.key = c.company_key""")
+        LEFT JOIN _con_plan cp ON cp.source_key = s.customer_id""")
 
     contact_ok = ("(contact_action IS NOT NULL AND contact_action NOT IN ('skip', 'error') AND "
                   "(contact_action = 'create' OR contact_zoho_id IS NOT NULL))")
@@ -485,7 +492,7 @@ def _plan_deals(con: duckdb.DuckDBPyConnection, params: PlanParams) -> None:
         WHEN NOT {contact_ok} THEN 'error|customer''s contact is not synced (' ||
              CASE WHEN contact_action IS NULL THEN 'customer not in Chargebee extract'
                   ELSE 'contact ' || contact_action || ': ' || contact_reason END || ')|CONTACT_NOT_SYNCED'
-        WHEN linked IS NULL AND len(by_name) > 1
+        WHEN linked IS NULL AND n_by_name > 1
              THEN 'error|deal name not unique in Zoho CRM|DEAL_NAME_NOT_UNIQUE_IN_ZOHO'
         END"""
     # Desired fields (JSON values) and the refs to records created in this run.
@@ -514,12 +521,13 @@ def _plan_deals(con: duckdb.DuckDBPyConnection, params: PlanParams) -> None:
         return {"Amount": "z.amount", "Closing_Date": "z.closing_date", "Pipeline": "z.pipeline", "Stage": "z.stage",
                 "Currency": "z.currency", "Deal_Name": "z.deal_name"}[name]
 
+    plain = {"Deal_Name": "d.sid", "Closing_Date": "d.closing_date", "Pipeline": _lit(rules.deal_pipeline),
+             "Stage": "d.stage", "Currency": "d.currency"}  # the values of `fields`, as text
+
     def differs(name: str, value: str) -> str:
         if name == "Amount":
-            return ("(z.amount IS NULL OR json_type(z.amount) NOT IN ('DOUBLE', 'BIGINT', 'UBIGINT', 'VARCHAR') OR "
-                    "TRY_CAST(z.amount->>'$' AS DOUBLE) IS NULL OR abs(TRY_CAST(z.amount->>'$' AS DOUBLE) - d.amount)"
-                    " >= 0.005)")
-        return f"NOT {_same(name, f'json_extract_string({value}, {chr(39)}${chr(39)})', theirs(name))}"
+            return "(z.amount IS NULL OR abs(z.amount - d.amount) >= 0.005)"
+        return f"NOT {_same(name, plain[name], theirs(name))}"
 
     update_pairs = [(k, v, differs(k, v)) for k, v in fields] + [
         ("Contact_Name", "to_json({'id': d.contact_zoho_id})",
@@ -536,7 +544,7 @@ def _plan_deals(con: duckdb.DuckDBPyConnection, params: PlanParams) -> None:
         CREATE OR REPLACE TEMP TABLE _deal_plan AS
         WITH d AS (
             SELECT *, {problem} AS problem,
-                   coalesce(linked, CASE WHEN len(by_name) = 1 THEN by_name[1] END) AS zoho_target
+                   coalesce(linked, CASE WHEN n_by_name = 1 THEN first_by_name END) AS zoho_target
             FROM _d),
         x AS (
             SELECT d.*, z.id AS zid,
@@ -549,7 +557,8 @@ def _plan_deals(con: duckdb.DuckDBPyConnection, params: PlanParams) -> None:
                         THEN {_json_pairs(update_pairs)} END AS update_payload,
                    CASE WHEN d.problem IS NULL AND z.id IS NOT NULL AND ({deal_change})
                         THEN {_name_list(update_names)} ELSE []::VARCHAR[] END AS update_changed,
-                   CASE WHEN d.problem IS NULL THEN {refs} ELSE '{{}}'::JSON END AS refs_json
+                   CASE WHEN d.problem IS NULL AND (NOT ({contact_by_id}) OR d.account_action = 'create')
+                        THEN {refs} ELSE '{{}}'::JSON END AS refs_json
             FROM d LEFT JOIN _zd z ON z.id = d.zoho_target)
         SELECT sid AS source_key,
             CASE WHEN problem IS NOT NULL THEN split_part(problem, '|', 1)
@@ -570,6 +579,7 @@ def _plan_deals(con: duckdb.DuckDBPyConnection, params: PlanParams) -> None:
             CASE WHEN problem IS NOT NULL THEN nullif(split_part(problem, '|', 3), '')
                  WHEN zid IS NULL AND too_long IS NOT NULL THEN 'VALUE_TOO_LONG' END AS code,
             CASE WHEN problem IS NOT NULL OR (zid IS NULL AND too_long IS NOT NULL) THEN NULL
+                 WHEN refs_json = '{{}}'::JSON AND NOT (zid IS NOT NULL AND linked IS NULL) THEN NULL
                  ELSE nullif(json_merge_patch(refs_json, CASE WHEN zid IS NOT NULL AND linked IS NULL
                       THEN '{{"link": true}}'::JSON ELSE '{{}}'::JSON END), '{{}}'::JSON) END AS refs
         FROM x""")
@@ -629,7 +639,6 @@ def load_plain_inputs(
     for name, frame, casts in (
         ("in_customers", cust, {"deleted": "BOOLEAN", "created_at": "BIGINT"}),
         ("in_subscriptions", subs, {"mrr": "BIGINT", "created_at": "BIGINT", "deleted": "BOOLEAN"}),
-        ("in_zoho", zrows, {"data": "JSON"}),
         ("in_links", lrows, {}),
         ("in_rejects", rrows, {}),
     ):
@@ -637,3 +646,9 @@ def load_plain_inputs(
         columns = ", ".join(f"CAST({c} AS {casts.get(c, 'VARCHAR')}) AS {c}" for c in frame.columns)
         con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT {columns} FROM {name}_frame")
         con.unregister(f"{name}_frame")
+    con.register("in_zoho_frame", zrows)
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE in_zoho AS SELECT module, id, data, {zoho_typed_select()}
+                    FROM (SELECT CAST(module AS VARCHAR) AS module, CAST(id AS VARCHAR) AS id,
+                                 CAST(data AS JSON) AS data
+                          FROM in_zoho_frame)""")
+    con.unregister("in_zoho_frame")

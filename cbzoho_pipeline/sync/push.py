@@ -223,7 +223,7 @@ def _push_batch(
         with wh.transaction():
             wh.set_links(module, successes)
             links.setdefault(module, {}).update(dict(successes))
-            wh.upsert_zoho(module, snapshot)
+            wh.upsert_zoho(module, snapshot, written=True)
             wh.clear_errors(module, [k for k, _ in successes])
             if operation == "create":  # an unknown outcome stays journalled for the next run to look for
                 wh.clear_pending(module, [r["source_key"] for (r, _), res in zip(sendable, results, strict=True)

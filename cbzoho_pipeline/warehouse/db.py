@@ -9,6 +9,7 @@ API, or decide a business rule.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -29,9 +30,90 @@ _ZOHO_MATCH_KEY = """CASE module
     WHEN 'Contacts' THEN lower(nullif(trim(data->>'Email'), ''))
     WHEN 'Accounts' THEN lower(nullif(regexp_replace(trim(data->>'Account_Name'), '\\s+', ' ', 'g'), ''))
     WHEN 'Deals' THEN nullif(trim(data->>'Deal_Name'), '') END"""
+
+
+def _zoho_lookup(field: str) -> str:
+    """The record id of a lookup field, whether Zoho gave an object or a bare id."""
+    value = f"data->'{field}'"
+    return (f"CASE WHEN module = 'Accounts' THEN NULL WHEN json_type({value}) = 'OBJECT' "
+            f"THEN nullif({value}->>'id', '') ELSE nullif(trim({value}->>'$'), '') END")
+
+
+def _zoho_text(field: str) -> str:
+    return f"nullif(trim(data->>'{field}'), '')"
+
+
+# The typed columns of a Zoho record that the plan reads (sync/plan_sql.py), flattened from `data` when the
+# record is stored, so a plan over a million records parses no JSON. `data` stays the copy as Zoho sent it;
+# fields outside this list (extra contact fields) are read from it. Text columns hold the value trimmed,
+# blank as NULL (as the rules compare values); `z_amount` is NULL unless Amount is a number or numeric text.
+ZOHO_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("match_key", "VARCHAR", _ZOHO_MATCH_KEY),
+    ("z_first_name", "VARCHAR", _zoho_text("First_Name")),
+    ("z_last_name", "VARCHAR", _zoho_text("Last_Name")),
+    ("z_email", "VARCHAR", _zoho_text("Email")),
+    ("z_phone", "VARCHAR", _zoho_text("Phone")),
+    ("z_account_name", "VARCHAR", f"CASE WHEN module = 'Accounts' THEN {_zoho_text('Account_Name')} END"),
+    ("z_account_id", "VARCHAR", _zoho_lookup("Account_Name")),
+    ("z_contact_id", "VARCHAR", _zoho_lookup("Contact_Name")),
+    ("z_deal_name", "VARCHAR", _zoho_text("Deal_Name")),
+    ("z_amount", "DOUBLE", "CASE WHEN json_type(data->'Amount') IN ('DOUBLE', 'BIGINT', 'UBIGINT', 'VARCHAR') "
+                           "THEN TRY_CAST(data->>'Amount' AS DOUBLE) END"),
+    ("z_closing_date", "VARCHAR", _zoho_text("Closing_Date")),
+    ("z_pipeline", "VARCHAR", _zoho_text("Pipeline")),
+    ("z_stage", "VARCHAR", _zoho_text("Stage")),
+    ("z_currency", "VARCHAR", _zoho_text("Currency")),
+)
+# Zoho fields that have a typed column (the plan reads those from the column).
+ZOHO_TYPED_FIELDS = {"First_Name": "z_first_name", "Last_Name": "z_last_name", "Email": "z_email",
+                     "Phone": "z_phone"}
+
+
+def zoho_typed_select() -> str:
+    """A SELECT list computing the typed columns from `module` and `data` (JSON)."""
+    return ", ".join(f"CAST({expr} AS {sql_type}) AS {name}" for name, sql_type, expr in ZOHO_COLUMNS)
+
+
+# What of a Zoho record is not content: a record read back exactly as we wrote it is not a change, although
+# Zoho adds its stamps, owner and the names of lookups (see `zoho_content_key`).
+_ZOHO_NOT_CONTENT = frozenset({"id", "Modified_Time", "Created_Time", "Modified_By", "Created_By", "Owner",
+                               "Last_Activity_Time"})
+
+
+def _content_value(value: Any) -> Any:
+    if value is None or value == [] or value == {}:
+        return None
+    if isinstance(value, str):
+        return value.strip() or None
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, dict):
+        if "id" in value:
+            return str(value["id"])  # a lookup: what it points to, not the name Zoho shows with it
+        inner = {k: v for k, v in ((k, _content_value(v)) for k, v in value.items()) if v is not None}
+        return inner or None
+    if isinstance(value, list):
+        return [_content_value(v) for v in value] or None
+    return str(value)
+
+
+def zoho_content_key(record: dict[str, Any]) -> str:
+    """A digest of what a Zoho record says, blind to what Zoho adds on its own: stamps, owner, a lookup's
+    name next to its id, blank or missing fields, 29 versus 29.0. The snapshot's write-through of a record
+    and the same record read back from Zoho have the same key, so our own writes are not changes."""
+    content = {k: v for k, v in ((k, _content_value(v)) for k, v in record.items()
+                                 if k not in _ZOHO_NOT_CONTENT and not k.startswith("$")) if v is not None}
+    return hashlib.blake2b(json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(),
+                           digest_size=12).hexdigest()
+
+
 # DuckDB's memory limit while a Chargebee stream is extracted: a first load of a million customers stays
 # within it by spilling to disk, so the extracting process stays well under 1 GB.
 EXTRACT_MEMORY_LIMIT = "400MB"
+# The same for planning: a full plan of a million customers fits in it (the process stays under 1 GB).
+PLAN_MEMORY_LIMIT = "640MB"
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
@@ -59,6 +141,7 @@ CREATE TABLE IF NOT EXISTS rejects (
 -- Zoho records as Zoho holds them (module = Contacts | Accounts | Deals).
 CREATE TABLE IF NOT EXISTS zoho_records (
     module VARCHAR, id VARCHAR, data JSON NOT NULL, modified_time VARCHAR, PRIMARY KEY (module, id));
+-- (the typed columns of ZOHO_COLUMNS, content_key and refreshed_at are added by `_migrate_zoho`)
 -- Zoho records that left Zoho (deleted feed), so the next plan looks at what pointed to them.
 CREATE TABLE IF NOT EXISTS zoho_deleted (module VARCHAR, id VARCHAR, deleted_at TIMESTAMPTZ);
 CREATE TABLE IF NOT EXISTS zoho_meta (kind VARCHAR PRIMARY KEY, data JSON NOT NULL, fetched_at TIMESTAMPTZ);
@@ -127,6 +210,10 @@ def _cb_flatten(table: str, source: str, *, typed_only: bool = False) -> tuple[l
     return [name for name, _path, _type in columns], ", ".join(exprs)
 
 
+# The refreshed_at of a record we created: no plan needs to look at it for the sake of its creation.
+_NEVER = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -149,17 +236,41 @@ class Warehouse:
         self.con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
 
     def _migrate_zoho(self) -> None:
-        """Zoho records carry the key they are matched on and when they were last stored (for the plan's
-        scope); a warehouse made before gets both, once."""
+        """Zoho records carry their typed columns, the key they are matched on, a digest of their content and
+        when that content last changed (for the plan's scope); a warehouse made before gets them, once."""
         have = {r[0] for r in self.con.execute(
             "SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() "
             "AND schema_name = 'main' AND table_name = 'zoho_records'").fetchall()}
-        if "match_key" in have and "refreshed_at" in have:
+        wanted = [(name, sql_type) for name, sql_type, _expr in ZOHO_COLUMNS]
+        wanted += [("content_key", "VARCHAR"), ("refreshed_at", "TIMESTAMPTZ")]
+        missing = [(name, sql_type) for name, sql_type in wanted if name not in have]
+        if not missing:
             return
         with self.transaction():
-            self.con.execute("ALTER TABLE zoho_records ADD COLUMN IF NOT EXISTS match_key VARCHAR")
-            self.con.execute("ALTER TABLE zoho_records ADD COLUMN IF NOT EXISTS refreshed_at TIMESTAMPTZ")
-            self.con.execute(f"UPDATE zoho_records SET match_key = {_ZOHO_MATCH_KEY}, refreshed_at = ?", [utcnow()])
+            for name, sql_type in missing:
+                self.con.execute(f"ALTER TABLE zoho_records ADD COLUMN IF NOT EXISTS {name} {sql_type}")
+            self.retype_zoho()
+
+    def retype_zoho(self, where: str = "") -> None:
+        """(Re)compute the typed columns and content keys of stored Zoho records from their `data` (a schema
+        upgrade, or records inserted by plain SQL such as a benchmark's synthetic site)."""
+        assignments = ", ".join(f"{name} = x.{name}" for name, _t, _e in ZOHO_COLUMNS)
+        self.con.execute(f"""UPDATE zoho_records SET {assignments}, refreshed_at = coalesce(refreshed_at, $now)
+                             FROM (SELECT module AS xm, id AS xid, {zoho_typed_select()} FROM zoho_records {where}) x
+                             WHERE zoho_records.module = x.xm AND zoho_records.id = x.xid""", {"now": utcnow()})
+        after = ("", "")
+        while True:
+            rows = self.con.execute(
+                f"""SELECT module, id, data FROM zoho_records {where} {'AND' if where else 'WHERE'}
+                    (module, id) > (?, ?)
+                    ORDER BY module, id LIMIT 50000""", list(after)).fetchall()
+            if not rows:
+                return
+            keys = [(m, i, zoho_content_key(json.loads(d))) for m, i, d in rows]
+            self._bulk("""UPDATE zoho_records SET content_key = batch.content_key FROM batch
+                          WHERE zoho_records.module = batch.module AND zoho_records.id = batch.id""",
+                       ["module", "id", "content_key"], keys)
+            after = (rows[-1][0], rows[-1][1])
 
     def df(self, sql: str, params: list[Any] | None = None) -> pd.DataFrame:
         return self.con.execute(sql, params or []).df()
@@ -230,16 +341,10 @@ class Warehouse:
         Whatever a crashed run staged is dropped first, never merged. An exception inside rolls back
         everything the stream did (its pages, merge, rejects and cursor); the staging table goes on commit.
         """
-        assert table in _CB_TYPED and re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]i?B", memory_limit), memory_limit
-        previous = self.scalar("SELECT current_setting('memory_limit')")
-        progress_bar = self.scalar("SELECT current_setting('enable_progress_bar')")
-        self.con.execute(f"SET memory_limit = '{memory_limit}'")  # DuckDB spills what does not fit
-        # A merge of a first load takes seconds; DuckDB would draw its progress bar on our stdout (a
-        # `cbzoho sync --json` answer) meanwhile.
-        self.con.execute("SET enable_progress_bar = false")
+        assert table in _CB_TYPED
         stage = _cb_stage(table)
         try:
-            with self.transaction():
+            with self.limited(memory_limit), self.transaction():
                 self.con.execute(f"DROP TABLE IF EXISTS {stage}")
                 self.con.execute(f"CREATE TABLE {stage} (seq BIGINT, id VARCHAR, resource_version BIGINT, "
                                  "data VARCHAR)")
@@ -249,7 +354,23 @@ class Warehouse:
                     self.con.execute(f"DROP TABLE IF EXISTS {name}")
         finally:
             self._staged.pop(table, None)
+
+    @contextmanager
+    def limited(self, memory_limit: str) -> Iterator[None]:
+        """Hold DuckDB to `memory_limit` (it spills what does not fit) and keep its progress bar off our
+        stdout (a `cbzoho sync --json` answer) for the work inside; the previous settings come back after."""
+        assert re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]i?B", memory_limit), memory_limit
+        previous = self.scalar("SELECT current_setting('memory_limit')")
+        progress_bar = self.scalar("SELECT current_setting('enable_progress_bar')")
+        order = self.scalar("SELECT current_setting('preserve_insertion_order')")
+        self.con.execute(f"SET memory_limit = '{memory_limit}'")
+        self.con.execute("SET enable_progress_bar = false")
+        self.con.execute("SET preserve_insertion_order = false")  # nothing here reads rows in stored order
+        try:
+            yield
+        finally:
             self.con.execute(f"SET enable_progress_bar = {'true' if progress_bar else 'false'}")
+            self.con.execute(f"SET preserve_insertion_order = {'true' if order else 'false'}")
             self.con.execute("RESET memory_limit")
             if self.scalar("SELECT current_setting('memory_limit')") != previous:
                 self.con.execute(f"SET memory_limit = '{previous}'")
@@ -379,22 +500,30 @@ class Warehouse:
         return self.df("SELECT id, resource_version, reason FROM rejects WHERE stream = ? ORDER BY id", [stream])
 
     # ----------------------------------------------------------------------------------------- zoho
-    def upsert_zoho(self, module: str, records: Iterable[dict[str, Any]]) -> int:
+    def upsert_zoho(self, module: str, records: Iterable[dict[str, Any]], *, written: bool = False) -> int:
+        """Store Zoho records as read, or with `written` as the push wrote them (write-through): one row per
+        id, with its typed columns. `refreshed_at` says when Zoho last changed a record in a way no plan has
+        seen, so it moves only when a read finds the content changed (`zoho_content_key`): a record read again
+        unchanged, or our own write read back, is not looked at again by the next plan, and a write-through
+        (the plan's own doing) never moves it."""
         latest = {str(r["id"]): r for r in records}  # one row per id: an upsert may not touch a row twice
         rows = [
-            (module, rid, json.dumps(r, ensure_ascii=False, separators=(",", ":")), r.get("Modified_Time"))
+            (module, rid, json.dumps(r, ensure_ascii=False, separators=(",", ":")), r.get("Modified_Time"),
+             zoho_content_key(r))
             for rid, r in latest.items()
         ]
-        now = utcnow()
-        # A record read again unchanged (the change feed overlaps on purpose) keeps its refreshed_at, so the
-        # next plan does not look at it again.
-        self._bulk(f"""INSERT INTO zoho_records (module, id, data, modified_time, match_key, refreshed_at)
-                       SELECT module, id, data::JSON, modified_time, {_ZOHO_MATCH_KEY}, $now FROM batch
+        typed = ", ".join(name for name, _t, _e in ZOHO_COLUMNS)
+        updates = ", ".join(f"{name} = excluded.{name}" for name, _t, _e in ZOHO_COLUMNS)
+        self._bulk(f"""INSERT INTO zoho_records (module, id, data, modified_time, content_key, refreshed_at, {typed})
+                       SELECT module, id, data, modified_time, content_key, $now, {zoho_typed_select()}
+                       FROM (SELECT module, id, data::JSON AS data, modified_time, content_key FROM batch)
                        ON CONFLICT (module, id) DO UPDATE SET data = excluded.data,
-                           modified_time = excluded.modified_time, match_key = excluded.match_key,
-                           refreshed_at = CASE WHEN data::VARCHAR IS DISTINCT FROM excluded.data::VARCHAR
-                                               THEN excluded.refreshed_at ELSE refreshed_at END""",
-                   ["module", "id", "data", "modified_time"], rows, {"now": now})
+                           modified_time = excluded.modified_time, {updates},
+                           refreshed_at = CASE WHEN NOT $written AND content_key IS DISTINCT FROM excluded.content_key
+                                               THEN excluded.refreshed_at ELSE refreshed_at END,
+                           content_key = excluded.content_key""",
+                   ["module", "id", "data", "modified_time", "content_key"], rows,
+                   {"now": _NEVER if written else utcnow(), "written": written})
         return len(rows)
 
     def clear_zoho(self, module: str) -> None:
@@ -406,9 +535,8 @@ class Warehouse:
     def duplicate_emails(self) -> pd.DataFrame:
         """Emails (trimmed, case-insensitive) held by more than one Zoho contact, with their ids."""
         return self.df(
-            """SELECT lower(trim(data->>'Email')) AS email, count(*) AS contacts,
-                      string_agg(id, ', ' ORDER BY id) AS zoho_ids
-               FROM zoho_records WHERE module = 'Contacts' AND coalesce(trim(data->>'Email'), '') <> ''
+            """SELECT match_key AS email, count(*) AS contacts, string_agg(id, ', ' ORDER BY id) AS zoho_ids
+               FROM zoho_records WHERE module = 'Contacts' AND match_key IS NOT NULL
                GROUP BY 1 HAVING count(*) > 1 ORDER BY 1"""
         )
 
@@ -522,6 +650,7 @@ class Warehouse:
             f", json_extract_string(data, '$.{path}') AS x{i}" for i, path in enumerate(extra_paths)
             if "'" not in path)
         customer_filter = "WHERE id IN (SELECT id FROM scope_customers)" if scoped else ""
+        typed = ", ".join(name for name, _t, _e in ZOHO_COLUMNS)
         sub_filter = "WHERE id IN (SELECT id FROM scope_subscriptions)" if scoped else ""
         self.con.execute(f"""CREATE OR REPLACE TEMP VIEW in_customers AS
             SELECT id, first_name, last_name, email, phone, company, billing_last_name, deleted, created_at{extras}
@@ -530,7 +659,8 @@ class Warehouse:
             SELECT id, customer_id, status, currency_code, mrr, created_at, deleted
             FROM cb_subscriptions {sub_filter}""")
         if not scoped:
-            self.con.execute("CREATE OR REPLACE TEMP VIEW in_zoho AS SELECT module, id, data FROM zoho_records")
+            self.con.execute(f"CREATE OR REPLACE TEMP VIEW in_zoho AS SELECT module, id, data, {typed} "
+                             "FROM zoho_records")
         else:
             company_key = "lower(nullif(regexp_replace(trim(company), '\\s+', ' ', 'g'), ''))"
             by_external = (f"""UNION SELECT id FROM zoho_records WHERE module = 'Contacts'
@@ -553,8 +683,8 @@ class Warehouse:
                           WHERE l.module = 'Deals'
                     UNION SELECT z.id FROM zoho_records z SEMI JOIN scope_subscriptions s ON s.id = z.match_key
                           WHERE z.module = 'Deals')""")
-            self.con.execute("""CREATE OR REPLACE TEMP VIEW in_zoho AS
-                SELECT z.module, z.id, z.data FROM zoho_records z SEMI JOIN _scope_zoho s USING (module, id)""")
+            self.con.execute(f"""CREATE OR REPLACE TEMP VIEW in_zoho AS
+                SELECT module, id, data, {typed} FROM zoho_records z SEMI JOIN _scope_zoho s USING (module, id)""")
         self.con.execute("CREATE OR REPLACE TEMP VIEW in_links AS SELECT module, source_key, zoho_id FROM links")
         self.con.execute("CREATE OR REPLACE TEMP VIEW in_rejects AS SELECT stream, id, reason FROM rejects")
 
@@ -651,6 +781,10 @@ class Warehouse:
             """SELECT count(*) FROM sync_log WHERE module = ? AND outcome = 'success'
                AND logged_at > coalesce((SELECT updated_at FROM cursors WHERE stream = ?), '-infinity'::TIMESTAMPTZ)""",
             [module, stream]))
+
+    def last_write_at(self, module: str) -> datetime | None:
+        """When the latest successful write to `module` was logged."""
+        return self.scalar("SELECT max(logged_at) FROM sync_log WHERE module = ? AND outcome = 'success'", [module])
 
     # ----------------------------------------------------------------------------------------- log & errors
     def log(self, run_id: str, entries: list[tuple[str, str, str, str | None, str, str | None, str | None]]) -> None:

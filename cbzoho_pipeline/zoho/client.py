@@ -739,6 +739,7 @@ class ZohoClient:
                 continue
 
             self._note_credits(response)
+            self._note_server_clock(response)
             status = response.status_code
             if status in (204, 304):
                 return status, None
@@ -807,6 +808,22 @@ class ZohoClient:
     def _count(self, method: str, template: str) -> None:
         with self._stats_lock:
             self.calls[(method, template)] += 1
+
+    def _note_server_clock(self, response: requests.Response) -> None:
+        """Zoho's clock against ours, from the response's Date header (whole seconds, stamped before we read
+        the answer, so the estimate errs early: the safe side for a cursor)."""
+        value = response.headers.get("Date")
+        if not value:
+            return
+        try:
+            server = email.utils.parsedate_to_datetime(value).timestamp()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return
+        self.server_offset = server - time.time()
+
+    def server_now(self) -> dt.datetime:
+        """Now, by Zoho's clock as last seen (our clock until a response said otherwise)."""
+        return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=getattr(self, "server_offset", 0.0))
 
     def _note_credits(self, response: requests.Response) -> None:
         value = response.headers.get("X-API-CREDITS-REMAINING")

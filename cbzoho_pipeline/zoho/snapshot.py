@@ -11,11 +11,13 @@ Never writes to Zoho.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from cbzoho_pipeline.prefetch import prefetched
 from cbzoho_pipeline.warehouse.db import Warehouse
 from cbzoho_pipeline.zoho.client import coql_literal, format_zoho_datetime, parse_zoho_datetime
 
@@ -27,11 +29,15 @@ BASE_FIELDS: dict[str, list[str]] = {
               "Currency", "Created_Time", "Modified_Time"],
 }
 EPOCH = datetime(1970, 1, 2, tzinfo=UTC)
-# A cursor never passes the moment the read began (minus this margin for clock skew): a record edited
+# A cursor never passes the moment the read began, by Zoho's clock (the client measures it from each
+# answer's Date header), minus this margin for writes Zoho stamped but had not yet shown: a record edited
 # after its page was read, while a later page held a newer edit, is then still inside the next window.
 # It also makes an overlap unnecessary: every record modified at or before the cursor was modified before
 # the read began, so the read saw it; the next read asks only for what came strictly after.
-CLOCK_MARGIN = timedelta(seconds=60)
+CLOCK_MARGIN = timedelta(seconds=3)
+# Reading back what a run wrote (see `read_back`) pays off from this many writes in a module: fewer fit in
+# the one changes call the next run makes anyway.
+READ_BACK_FROM = 200
 # Reading changes: Get Records costs 1 credit per 200 records, COQL 3 credits per 2,000. Below this many
 # expected changes Get Records is cheaper (and answers 304 for nothing); above it COQL is.
 COQL_CHANGES_THRESHOLD = 600
@@ -94,7 +100,7 @@ def refresh(
         log(f"{module}: full snapshot through COQL")
         with wh.transaction():
             wh.clear_zoho(module)
-            for page in client.iter_coql(module, [f for f in fields if f != "id"]):
+            for page in prefetched(client.iter_coql(module, [f for f in fields if f != "id"]), name=f"zoho-{module}"):
                 result.pages += 1
                 result.fetched += wh.upsert_zoho(module, page)
                 track(page)
@@ -118,7 +124,7 @@ def refresh(
         else:
             log(f"{module}: changes since {format_zoho_datetime(since)}")
             pages = client.iter_records(module, fields, modified_since=since)
-        for page in pages:
+        for page in prefetched(pages, name=f"zoho-{module}"):
             result.pages += 1
             result.fetched += wh.upsert_zoho(module, page)
             track(page)
@@ -140,6 +146,39 @@ def refresh(
     result.total = wh.zoho_count(module)
     log(f"{module}: {result.fetched} read, {result.deleted} deleted, {result.total} in snapshot")
     return result
+
+
+def read_back(
+    wh: Warehouse,
+    client: Any,
+    module: str,
+    fields: list[str],
+    *,
+    log: Callable[[str], None] = lambda _m: None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> SnapshotResult | None:
+    """Read back what this run wrote to `module`, so the snapshot and its cursor end in step with Zoho.
+
+    Every write moves a record's Modified_Time past the cursor; unread, the next run would fetch all of
+    them again (a million after a first sync) before it could tell that nothing changed. Read now, in one
+    pass of 2,000 records per call, they cost the next run nothing: the content of a record read back as
+    written is unchanged (`Warehouse.upsert_zoho`), so it is not planned again either. Waits out the
+    cursor's margin after the last write first, so the cursor can pass it. Returns None when the module had
+    fewer than `READ_BACK_FROM` writes since its cursor (the next run's changes call takes them for free).
+    """
+    stream = f"zoho.{module}"
+    written = wh.writes_since_cursor(module, stream)
+    if written < READ_BACK_FROM:
+        return None
+    last = wh.last_write_at(module)
+    if last is not None:
+        wait = (CLOCK_MARGIN + timedelta(seconds=1.5) - (datetime.now(UTC) - last)).total_seconds()
+        if wait > 0:
+            log(f"{module}: waiting {wait:.1f} s for the last write to pass the cursor's margin")
+            sleep(wait)
+    log(f"{module}: reading back {written} records written by this run")
+    clock = getattr(client, "server_now", None) or (lambda: datetime.now(UTC))
+    return refresh(wh, client, module, fields, log=log, clock=clock, expected_changes=written)
 
 
 def refresh_metadata(wh: Warehouse, client: Any, *, log: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:

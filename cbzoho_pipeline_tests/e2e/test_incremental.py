@@ -7,6 +7,8 @@ on it and nothing else; a changed rule, or a full resync, plans everything again
 
 from __future__ import annotations
 
+import time
+
 from .conftest import by
 
 
@@ -25,13 +27,44 @@ def test_nothing_new_plans_nothing(e2e):
         e2e.add_subscription(f"c{i}", id=f"s{i}")
     first = e2e.sync()
     assert first.success and plan_meta(first)["scope"] == "full"
-    e2e.sync()  # reads back its own writes once
     e2e.sandbox.reset_stats()
     quiet = e2e.sync()
     meta = plan_meta(quiet)
     assert meta["scope"] == "incremental"
     assert {m: planned(meta, m) for m in ("accounts", "contacts", "deals")} == {
         "accounts": 0, "contacts": 0, "deals": 0}
+    assert e2e.writes() == 0
+
+
+def test_a_sync_reads_back_its_own_writes_so_the_next_costs_two_reads_per_module(e2e):
+    now = int(time.time())
+    customers = [{"id": f"c{i}", "object": "customer", "last_name": f"Last{i}", "email": f"c{i}@example.com",
+                  "company": f"Co {i % 13}", "created_at": now - 600 + i, "updated_at": now - 600 + i,
+                  "resource_version": (now - 600 + i) * 1000, "deleted": False} for i in range(260)]
+    subscriptions = [{"id": f"s{i}", "object": "subscription", "customer_id": f"c{i}", "status": "active",
+                      "currency_code": "USD", "mrr": 2900, "created_at": now - 600 + i, "updated_at": now - 600 + i,
+                      "resource_version": (now - 600 + i) * 1000, "deleted": False,
+                      "subscription_items": [{"item_price_id": "basic-USD-monthly", "item_type": "plan",
+                                              "quantity": 1, "unit_price": 2900, "amount": 2900,
+                                              "object": "subscription_item"}]} for i in range(260)]
+    e2e.sandbox.load(chargebee={"acme-test": {"customers": customers, "subscriptions": subscriptions}})
+    first = e2e.sync()
+    assert first.success
+    (read_back,) = first.result.asset_materializations_for_node("zoho_read_back")
+    # 260 contacts and deals are read back now; 13 accounts fit in the next run's changes call.
+    assert {k: v.value for k, v in read_back.metadata.items()} == {
+        "read_back_accounts": 0, "read_back_contacts": 260, "read_back_deals": 260}
+
+    e2e.sandbox.reset_stats()
+    quiet = e2e.sync()  # right away: nothing changed since the first sync ended
+    meta = plan_meta(quiet)
+    assert meta["scope"] == "incremental"
+    assert {m: planned(meta, m) for m in ("accounts", "contacts", "deals")} == {
+        "accounts": 0, "contacts": 0, "deals": 0}
+    calls = e2e.sandbox.stats()["zoho"]["sandbox"]["calls"]
+    assert "POST /crm/v8/coql" not in calls, calls
+    assert calls.get("GET /crm/v8/{module}", 0) == 3, calls  # the changes since the cursor, per module
+    assert sum(calls.values()) <= 6, calls  # and the deleted records per module; metadata is cached
     assert e2e.writes() == 0
 
 

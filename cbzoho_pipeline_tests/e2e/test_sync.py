@@ -329,18 +329,20 @@ def test_reading_back_a_large_push_uses_the_cheaper_coql(e2e):
         "id": f"c{i:04d}", "last_name": f"Name{i}", "email": f"p{i}@example.com", "created_at": 1_700_000_000 + i,
         "updated_at": 1_700_000_000 + i, "resource_version": (1_700_000_000 + i) * 1000, "deleted": False,
         "object": "customer"} for i in range(700)]}})
-    e2e.sync()
-    e2e.sandbox.reset_stats()
-    e2e.sync()
+    first = e2e.sync()
+    (read_back,) = first.result.asset_materializations_for_node("zoho_read_back")
+    assert read_back.metadata["read_back_contacts"].value == 700
     calls = e2e.sandbox.stats()["zoho"]["sandbox"]["calls"]
-    # 700 contacts written last run: one COQL page (3 credits) instead of four Get Records pages
-    assert calls.get("POST /crm/v8/coql") == 1, calls
+    # The first read of the three empty modules, then the 700 contacts written, read back in one COQL page
+    # (3 credits) instead of four Get Records pages.
+    assert calls.get("POST /crm/v8/coql") == 4, calls
     with e2e.warehouse() as wh:
         assert wh.count("zoho_records", "WHERE module = 'Contacts'") == 700
     e2e.sandbox.reset_stats()
     e2e.sync()
     calls = e2e.sandbox.stats()["zoho"]["sandbox"]["calls"]
     assert "POST /crm/v8/coql" not in calls and e2e.writes() == 0
+    assert calls.get("GET /crm/v8/{module}") == 3, calls  # nothing left to catch up on
 
 
 def test_recorded_chargebee_payloads_sync_as_they_are(e2e, fixtures_dir):
