@@ -30,13 +30,14 @@ import datetime as dt
 import decimal
 import email.utils
 import json
+import math
 import random
 import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -50,8 +51,10 @@ __all__ = [
     "ZohoAuthError",
     "ZohoClient",
     "ZohoError",
+    "CreditGate",
     "ZohoOutcomeUnknown",
     "coql_literal",
+    "credits_of",
     "format_zoho_datetime",
     "parse_zoho_datetime",
 ]
@@ -191,6 +194,38 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot send a {type(value).__name__} to Zoho")
 
 
+_COQL_LIMIT_RE = re.compile(r"\blimit\s+(\d+)(?:\s*,\s*(\d+))?", re.IGNORECASE)
+_WRITE_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+def credits_of(method: str, template: str, json_body: Any = None) -> int:
+    """What Zoho charges for one call (reference §19.2): a write 1 credit per 10 records, a COQL query by
+    its LIMIT (1 up to 200, 2 up to 1,000, 3 beyond), anything else 1 (a page of Get Records holds at most
+    200 records, so it costs 1 as well)."""
+    if template == "/crm/v8/coql":
+        query = json_body.get("select_query") if isinstance(json_body, dict) else None
+        found = _COQL_LIMIT_RE.findall(query) if isinstance(query, str) else []
+        limit = 200  # COQL's default LIMIT
+        if found:
+            first, second = found[-1]
+            limit = int(second or first)  # "limit offset, count" or "limit count"
+        return 1 if limit <= 200 else 2 if limit <= 1000 else 3
+    data = json_body.get("data") if isinstance(json_body, dict) else None
+    if method in _WRITE_METHODS and isinstance(data, list):
+        return max(1, math.ceil(len(data) / 10))
+    return 1
+
+
+class CreditGate(Protocol):
+    """Asked before every API call is sent, told when it is over; see ``ZohoClient.credit_gate``."""
+
+    def before(self, credits: int) -> None:
+        """Raise to refuse the call (nothing is sent); return to let it go."""
+
+    def after(self, credits: int) -> None:
+        """The call that ``before`` let go is over (answered, failed or given up)."""
+
+
 # --------------------------------------------------------------------------------------------------
 # The client
 # --------------------------------------------------------------------------------------------------
@@ -220,7 +255,13 @@ class ZohoClient:
     ``calls`` counts every HTTP request sent, retries and token calls included, keyed by
     ``(method, path template)`` such as ``("POST", "/crm/v8/{module}/upsert")``.
     ``credits_remaining`` is the last ``X-API-CREDITS-REMAINING`` seen (Zoho sends it only once half
-    of the day's credits are used), else None.
+    of the day's credits are used), else None; ``credits_remaining_at`` when it was seen (``clock``).
+    ``credits_spent`` adds up what every call may have cost (``credits_of``): calls Zoho answered, other
+    than 429 and a rejected token, and calls whose answer was lost after they were sent (a guess on the
+    safe side: Zoho may have charged them).
+
+    ``credit_gate`` (None by default) is asked before each API call, retries included, and may refuse it:
+    the caller's budget, enforced where every call passes (see ``sync/credits.py``).
     """
 
     def __init__(
@@ -282,6 +323,9 @@ class ZohoClient:
         self._stats_lock = threading.Lock()
         self.calls: collections.Counter = collections.Counter()
         self.credits_remaining: int | None = None
+        self.credits_remaining_at: float | None = None
+        self.credits_spent = 0
+        self.credit_gate: CreditGate | None = None
 
     def __repr__(self) -> str:
         return f"ZohoClient(accounts_url={self._accounts_url!r}, api_domain={self.api_domain!r})"
@@ -431,6 +475,14 @@ class ZohoClient:
             if not rows or not (body.get("info") or {}).get("more_records"):
                 return
             page += 1
+
+    def org(self) -> dict:
+        """The org as ``GET /crm/v8/org`` describes it (its edition is ``license_details.paid_type``)."""
+        _, body = self._request("GET", "/crm/v8/org")
+        orgs = (body or {}).get("org") or []
+        if not orgs or not isinstance(orgs[0], dict):
+            raise ZohoError(200, "INVALID_RESPONSE", "GET /crm/v8/org: no org in the response")
+        return dict(orgs[0])
 
     def users(self, type: str = "ActiveUsers") -> list[dict]:
         out: list[dict] = []
@@ -705,10 +757,14 @@ class ZohoClient:
         refreshed = False
         attempt = 0
         unreachable_since: float | None = None
+        cost = credits_of(method, template, json_body)
         while True:
             token = self._current_token()
             send_headers["Authorization"] = "Zoho-oauthtoken " + token
             self._fail_if_known_down(self.api_domain)  # type: ignore[arg-type]
+            gate = self.credit_gate
+            if gate is not None:
+                gate.before(cost)  # may refuse the call: then nothing is sent
             self._count(method, template)
             try:
                 with self._slots:
@@ -721,6 +777,7 @@ class ZohoClient:
                         timeout=self.timeout,
                     )
             except _TRANSPORT_ERRORS as exc:
+                self._settle(gate, cost, charged=not reach.never_sent(exc))
                 if not replay_safe and not reach.never_sent(exc):
                     raise ZohoOutcomeUnknown(
                         None, "OUTCOME_UNKNOWN",
@@ -737,14 +794,19 @@ class ZohoClient:
                 self._backoff(attempt, None, f"{method} {template}: {type(exc).__name__}")
                 attempt += 1
                 continue
+            except BaseException:
+                self._settle(gate, cost, charged=True)
+                raise
 
             self._note_credits(response)
             self._note_server_clock(response)
             status = response.status_code
+            body = self._json_or_none(response) if status not in (204, 304) else None
+            code = str(body.get("code", "")) if isinstance(body, dict) else ""
+            # Zoho charges what it served; a 429 (credits or concurrency) or a rejected token it did not.
+            self._settle(gate, cost, charged=status != 429 and not (status == 401 and code in _TOKEN_REJECTED_CODES))
             if status in (204, 304):
                 return status, None
-            body = self._json_or_none(response)
-            code = str(body.get("code", "")) if isinstance(body, dict) else ""
 
             if status == 401 and code in _TOKEN_REJECTED_CODES:
                 if refreshed:
@@ -809,6 +871,13 @@ class ZohoClient:
         with self._stats_lock:
             self.calls[(method, template)] += 1
 
+    def _settle(self, gate: CreditGate | None, cost: int, *, charged: bool) -> None:
+        if charged:
+            with self._stats_lock:
+                self.credits_spent += cost
+        if gate is not None:
+            gate.after(cost)
+
     def _note_server_clock(self, response: requests.Response) -> None:
         """Zoho's clock against ours, from the response's Date header (whole seconds, stamped before we read
         the answer, so the estimate errs early: the safe side for a cursor)."""
@@ -829,9 +898,12 @@ class ZohoClient:
         value = response.headers.get("X-API-CREDITS-REMAINING")
         if value is not None:
             try:
-                self.credits_remaining = int(value)
+                remaining = int(value)
             except ValueError:
-                pass
+                return
+            with self._stats_lock:
+                self.credits_remaining = remaining
+                self.credits_remaining_at = self._clock()
 
     @staticmethod
     def _json_or_none(response: requests.Response) -> Any:

@@ -386,6 +386,44 @@ def test_top_level_error_raises(sandbox):
     assert caught.value.code == "INVALID_MODULE"
 
 
+def test_credits_spent_counts_what_zoho_charged_and_a_gate_can_refuse_a_call_before_it_is_sent(sandbox):
+    client = make_client(sandbox)
+    client.users()  # 1
+    client.upsert("Contacts", [contact(i) for i in range(25)], duplicate_check_fields=["Email"])  # 3
+    list(client.iter_coql("Contacts", ["Email"], page_size=300))  # LIMIT 300: 2
+    client.update("Contacts", [{"id": "1", "Last_Name": "x"}])  # an invalid id is still charged: 1
+    assert client.credits_spent == zoho_stats(sandbox)["credits_used"] == 7
+
+    class Gate:
+        def __init__(self, allow: int) -> None:
+            self.allow, self.asked, self.open = allow, [], 0
+
+        def before(self, credits: int) -> None:
+            self.asked.append(credits)
+            if credits > self.allow:
+                raise RuntimeError("over budget")
+            self.allow -= credits
+            self.open += 1
+
+        def after(self, credits: int) -> None:
+            self.open -= 1
+
+    gate = client.credit_gate = Gate(allow=5)
+    sandbox.reset_stats()
+    client.upsert("Contacts", [contact(i, "g") for i in range(40)], duplicate_check_fields=["Email"])  # 4
+    with pytest.raises(RuntimeError):
+        client.upsert("Contacts", [contact(i, "h") for i in range(20)], duplicate_check_fields=["Email"])  # 2 > 1
+    assert gate.asked == [4, 2] and gate.open == 0
+    assert endpoint_calls(sandbox, "POST /crm/v8/{module}/upsert") == 1  # the refused call never left
+    assert zoho_stats(sandbox)["credits_used"] == 4 and client.credits_spent == 11
+    assert not any(c["Email"].startswith("h") for c in sandbox.dump(ORG, "Contacts"))
+
+
+def test_the_org_call_names_the_edition(sandbox):
+    org = make_client(sandbox).org()
+    assert org["license_details"]["paid_type"] == "standard"  # the sandbox's default limit of 10 calls
+
+
 def test_a_full_upsert_batch_costs_ten_credits(sandbox):
     client = make_client(sandbox)
     before = zoho_stats(sandbox)["credits_used"]
