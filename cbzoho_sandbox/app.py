@@ -253,6 +253,7 @@ class FaultsAndStatsMiddleware:
         org = sandbox.orgs.get(tenant) if api == "zoho" else None
         if org is not None:
             org.in_flight += 1
+            org.counters["max_in_flight"] = max(org.counters["max_in_flight"], org.in_flight)
             if tenant in sandbox.expire_after:
                 sandbox.expire_after[tenant] -= 1
                 if sandbox.expire_after[tenant] < 0:

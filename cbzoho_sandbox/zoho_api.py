@@ -201,6 +201,8 @@ class ZohoOrg:
             "active_tokens": sum(1 for t in self.access_tokens.values() if t["expires"] > self.now()),
             "unauthorized": self.counters["unauthorized"],
             "credit_limited": self.counters["credit_limited"],
+            # the most API calls in flight at once since the statistics were reset (429s included)
+            "max_in_flight": self.counters["max_in_flight"],
             "writes_with_automations": self.counters["writes_with_automations"],
             "records": self.counts(),
         }

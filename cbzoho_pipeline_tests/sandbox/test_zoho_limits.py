@@ -94,3 +94,30 @@ def test_concurrency_limit_setting_reaches_the_middleware(sandbox, zoho):
     assert response.status_code == 429 and response.json()["code"] == "TOO_MANY_REQUESTS"
     sandbox.settings_zoho("sandbox", concurrency_limit=10)
     assert zoho.get("Contacts/actions/count").status_code == 200
+
+
+def test_stats_report_the_most_calls_in_flight_at_once(sandbox, zoho):
+    """What lets a test see a client's concurrency from the server's side: calls overlapping in time."""
+    import threading
+
+    import requests
+
+    token = zoho.login()
+    sandbox.faults("zoho", "sandbox", latency_ms=300)
+    sandbox.reset_stats()
+
+    def call() -> None:
+        requests.get(f"{zoho.api}/Contacts/actions/count", headers={"Authorization": f"Zoho-oauthtoken {token}"},
+                     timeout=30)
+
+    threads = [threading.Thread(target=call) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stats = sandbox.stats()["zoho"]["sandbox"]
+    assert stats["max_in_flight"] == 4 and stats["served_429"] == 0
+    sandbox.reset_stats()
+    assert sandbox.stats()["zoho"]["sandbox"]["max_in_flight"] == 0
+    call()  # one at a time is one
+    assert sandbox.stats()["zoho"]["sandbox"]["max_in_flight"] == 1
