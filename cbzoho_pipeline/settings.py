@@ -172,6 +172,12 @@ class ChargebeeSettings(_Section):
     api_key_env: EnvName | None = None  # default: CBZOHO_<SITE>_CHARGEBEE_API_KEY
 
 
+# Zoho's concurrent calls per org by edition (reference §20): Free 5, Standard 10, Professional 15,
+# Enterprise 20, Ultimate 25. The default stays below the lowest of them, so it suits every org.
+DEFAULT_ZOHO_CONCURRENCY = 4
+MAX_ZOHO_CONCURRENCY = 25
+
+
 class ZohoSettings(_Section):
     data_centre: DataCentre = "US"
     environment: ZohoEnvironment = "production"
@@ -181,6 +187,10 @@ class ZohoSettings(_Section):
     client_id_env: EnvName | None = None
     client_secret_env: EnvName | None = None
     refresh_token_env: EnvName | None = None
+    # Calls in flight at once to the org (the push sends batches of one module in parallel up to this).
+    max_concurrency: int = Field(DEFAULT_ZOHO_CONCURRENCY, ge=1, le=MAX_ZOHO_CONCURRENCY)
+    # API credits the site may spend per rolling 24 hours; null: half of the org's allowance (sync/credits.py).
+    daily_credit_budget: int | None = Field(None, ge=1)
 
     @field_validator("data_centre", mode="before")
     @classmethod
@@ -250,6 +260,8 @@ class Site:
     zoho_accounts_url: str | None = None
     zoho_api_domain: str | None = None
     env: dict[str, str] = field(default_factory=dict)  # credential -> environment variable name
+    zoho_max_concurrency: int = DEFAULT_ZOHO_CONCURRENCY
+    zoho_daily_credit_budget: int | None = None
 
     def chargebee_url(self) -> str:
         return self.chargebee_base_url or f"https://{self.chargebee_site}.chargebee.com/api/v2"
@@ -299,6 +311,8 @@ class Site:
                 "client_id_env": self.env["zoho_client_id"],
                 "client_secret_env": self.env["zoho_client_secret"],
                 "refresh_token_env": self.env["zoho_refresh_token"],
+                "max_concurrency": self.zoho_max_concurrency,
+                "daily_credit_budget": self.zoho_daily_credit_budget,
             },
             "rules": self.rules.model_dump(),
         }
@@ -419,6 +433,8 @@ def _resolve_site(name: str, body: SiteSettings) -> Site:
         zoho_accounts_url=zo.accounts_url,
         zoho_api_domain=zo.api_domain,
         env=env,
+        zoho_max_concurrency=zo.max_concurrency,
+        zoho_daily_credit_budget=zo.daily_credit_budget,
     )
 
 

@@ -23,11 +23,11 @@ _LOCK = threading.Lock()
 
 class ZohoResource(dg.ConfigurableResource):
     """Talks to Zoho CRM. Client id, secret and refresh token come from the environment variables the
-    site's settings name (or the sandbox info file); none of them reaches config, logs or metadata."""
+    site's settings name (or the sandbox info file); none of them reaches config, logs or metadata. How many
+    calls may be in flight at once is the site's `zoho.max_concurrency` (orgs differ by edition)."""
 
     timeout_seconds: float = 60.0
     max_retries: int = 6
-    max_concurrency: int = 5
 
     def client(self, site: Site, log=None) -> ZohoClient:
         """The site's client; `log` (the asset's logger) receives its retries and token events."""
@@ -40,7 +40,7 @@ class ZohoResource(dg.ConfigurableResource):
         fingerprint = hashlib.sha256(
             "\0".join([target.accounts_url, target.api_domain or "", target.client_id, target.client_secret,
                        target.refresh_token, str(self.timeout_seconds), str(self.max_retries),
-                       str(self.max_concurrency), str(token_file(site.name))]).encode()
+                       str(site.zoho_max_concurrency), str(token_file(site.name))]).encode()
         ).hexdigest()
         with _LOCK:
             client = _CLIENTS.get(fingerprint)
@@ -49,7 +49,7 @@ class ZohoResource(dg.ConfigurableResource):
                     accounts_url=target.accounts_url, api_domain=target.api_domain, client_id=target.client_id,
                     client_secret=target.client_secret, refresh_token=target.refresh_token,
                     timeout=self.timeout_seconds, max_retries=self.max_retries,
-                    max_concurrency=self.max_concurrency,
+                    max_concurrency=site.zoho_max_concurrency,
                     token_cache=site_token_cache(site),
                 )
                 _CLIENTS[fingerprint] = client

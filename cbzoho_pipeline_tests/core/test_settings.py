@@ -108,6 +108,14 @@ REFUSED = [
      "sites.acme.zoho.api_domain", ["use https://"]),
     ("not a URL", site_yaml("chargebee:\n  base_url: acme.chargebee.com\n"),
      "sites.acme.chargebee.base_url", ["https:// URL"]),
+    ("no call at a time", site_yaml("zoho:\n  max_concurrency: 0\n"),
+     "sites.acme.zoho.max_concurrency", ["greater than or equal to 1"]),
+    ("more calls than any edition allows", site_yaml("zoho:\n  max_concurrency: 30\n"),
+     "sites.acme.zoho.max_concurrency", ["less than or equal to 25"]),
+    ("a budget as text", site_yaml("zoho:\n  daily_credit_budget: '10k'\n"),
+     "sites.acme.zoho.daily_credit_budget", ["valid integer"]),
+    ("a budget of nothing", site_yaml("zoho:\n  daily_credit_budget: 0\n"),
+     "sites.acme.zoho.daily_credit_budget", ["greater than or equal to 1"]),
 ]
 
 
@@ -206,6 +214,7 @@ def test_a_bare_site_gets_every_default(tmp_path):
     assert (site.autosync, site.sandbox, site.chargebee_site) == (True, False, "acme-eu")
     assert site.chargebee_url() == "https://acme-eu.chargebee.com/api/v2"
     assert site.zoho_urls() == ("https://accounts.zoho.com", "https://www.zohoapis.com")
+    assert (site.zoho_max_concurrency, site.zoho_daily_credit_budget) == (4, None)  # below Free's 5; half the allowance
     assert site.env == {"chargebee_api_key": "CBZOHO_ACME_EU_CHARGEBEE_API_KEY",
                         "zoho_client_id": "CBZOHO_ACME_EU_ZOHO_CLIENT_ID",
                         "zoho_client_secret": "CBZOHO_ACME_EU_ZOHO_CLIENT_SECRET",
