@@ -97,12 +97,26 @@ def _instance():
         os.close(fd)
 
 
+def _budget(counts: dict) -> dict:
+    """Whether the push stopped at the site's daily credit budget, what it left for the next run, and the
+    credits spent in the last 24 hours (as the last module pushed saw them)."""
+    pushed = [counts[m] for m in MODULES if isinstance(counts.get(m), dict) and "credit_budget" in counts[m]]
+    last = pushed[-1] if pushed else {}
+    return {"stopped": any(bool(c.get("budget_stopped")) for c in pushed),
+            "deferred": sum(int(c.get("deferred") or 0) for c in pushed),
+            "credits_used_24h": last.get("credits_used_24h"), "credit_budget": last.get("credit_budget")}
+
+
 def _print_counts(counts: dict, errors: list[dict]) -> None:
     header = f"{'module':<10}" + "".join(f"{k:>11}" for k in COUNT_KEYS)
     print(header)
     for module in MODULES:
         c = counts.get(module, {})
         print(f"{module:<10}" + "".join(f"{c.get(k, 0):>11}" for k in COUNT_KEYS))
+    budget = _budget(counts)
+    if budget["stopped"]:
+        print(f"\ncredit budget reached: {budget['deferred']} record(s) left for the next run "
+              f"({budget['credits_used_24h']} of {budget['credit_budget']} credits spent in the last 24 hours)")
     if errors:
         failing = sum(e.get("severity", "error") == "error" for e in errors)
         print(f"\n{failing} open sync error(s), {len(errors) - failing} warning(s):")
@@ -237,7 +251,8 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     if args.json:
         import json
 
-        print(json.dumps({"site": args.site, "run_id": result.run_id, "counts": counts, "errors": errors}, indent=2))
+        print(json.dumps({"site": args.site, "run_id": result.run_id, "counts": counts, "budget": _budget(counts),
+                          "errors": errors}, indent=2))
     else:
         print(f"site {args.site}: sync finished (run {result.run_id})")
         _print_counts(counts, errors)
@@ -332,6 +347,8 @@ def _cmd_check_settings(args: argparse.Namespace) -> int:
             note = ""
             if key.endswith("_env"):  # the variable's name and whether it is set; its value is never read out
                 note = "  # set" if os.environ.get(value) else "  # NOT SET"
+            elif key == "daily_credit_budget" and value is None:
+                note = "  # half of the org's daily allowance (its edition, read from Zoho at the first push)"
             elif key == "sandbox" and value is True:
                 note = (f"  # URLs and credentials come from CBZOHO_SANDBOX_INFO={sandbox_info}" if sandbox_info
                         else "  # CBZOHO_SANDBOX_INFO is not set: the URLs and variables below are used")

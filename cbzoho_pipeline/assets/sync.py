@@ -19,7 +19,10 @@ from cbzoho_pipeline.settings import Site, load_settings
 from cbzoho_pipeline.sync import org as org_meta
 from cbzoho_pipeline.sync import plan as core
 from cbzoho_pipeline.sync.inputs import plan_site
+from cbzoho_pipeline.sync import credits
 from cbzoho_pipeline.sync.push import push_module
+from cbzoho_pipeline.warehouse import push_store
+from cbzoho_pipeline.warehouse.db import utcnow
 from cbzoho_pipeline.warehouse.resources import WarehouseResource, disconnection
 from cbzoho_pipeline.warehouse.status import publish_status
 from cbzoho_pipeline.zoho import snapshot
@@ -296,6 +299,18 @@ def _require_plan_of_this_run(context: dg.AssetExecutionContext, plan: tuple[str
     )
 
 
+def _credit_budget(wh: Any, client: Any, site: Site, run_id: str, step: str,
+                   log: Any) -> tuple[credits.CreditBudget, str]:
+    """The push's credit budget: what the site spent in the last 24 hours (this run's reads written to the
+    ledger first) against its daily budget."""
+    push_store.ensure_ledger(wh)
+    info = credits.site_budget(wh, client, site.zoho_daily_credit_budget, log)
+    credits.record_spend(wh, client, run_id, step)
+    spent = push_store.credits_spent_since(wh, utcnow() - credits.WINDOW)
+    log(f"credit budget: {spent:,} of {info.limit:,} spent in the last 24 hours ({info.source})")
+    return credits.CreditBudget(info.limit, spent, client), info.source
+
+
 def _push_asset(module: str, deps: list):
     name = f"synced_{module.lower()}"
 
@@ -308,8 +323,8 @@ def _push_asset(module: str, deps: list):
             "sync_errors", name,
             description=f"Every {module} record that failed to sync, with Zoho's (or our) code and message. "
                         "Failed records are planned again next run.")],
-        description=f"Pushes the plan's {module} creates and updates to Zoho CRM (at most 100 records a call) "
-                    "and records every answer.",
+        description=f"Pushes the plan's {module} creates and updates to Zoho CRM (at most 100 records a call, "
+                    "several calls in flight, within the site's daily credit budget) and records every answer.",
     )
     def _asset(context: dg.AssetExecutionContext, zoho: ZohoResource,
                warehouse: WarehouseResource) -> dg.MaterializeResult:
@@ -318,10 +333,16 @@ def _push_asset(module: str, deps: list):
         with plain_failures(site), warehouse.open(site.name, log=context.log.warning) as wh:
             _require_plan_of_this_run(context, wh.latest_plan())
             org = org_meta.describe_org(wh.meta("metadata"))
-            counts = push_module(wh, zoho.client(site, log=context.log.info), module, run_id,
-                                 external_field=org["contact_external_field"], log=context.log.info)
+            client = zoho.client(site, log=context.log.info)
+            budget, budget_source = _credit_budget(wh, client, site, run_id, name, context.log.info)
+            counts = push_module(wh, client, module, run_id, external_field=org["contact_external_field"],
+                                 log=context.log.info, concurrency=site.zoho_max_concurrency, budget=budget)
+            credits.record_spend(wh, client, run_id, name)
+            spent = budget.spent()
             open_errors = wh.errors(module)
-            wh.record_run(run_id, "finished", {module: {**counts.as_metadata(), "open_errors": len(open_errors)}})
+            wh.record_run(run_id, "finished", {module: {
+                **counts.as_metadata(), "open_errors": len(open_errors),
+                "credits_used_24h": spent, "credit_budget": budget.limit}})
             publish_status(site.name, wh)  # what `cbzoho status` reads without touching the warehouse
         error_rows = [
             {"chargebee_id": r["chargebee_id"], "severity": r["severity"] or "error", "code": r["code"],
@@ -335,7 +356,9 @@ def _push_asset(module: str, deps: list):
         if warnings:
             description = (description + "; " if description else "") + f"{warnings} synced with a warning"
         return dg.MaterializeResult(
-            metadata={**counts.as_metadata(), "open_errors": failing},
+            metadata={**counts.as_metadata(), "open_errors": failing, "concurrency": site.zoho_max_concurrency,
+                      "credits_used_24h": spent, "credit_budget": budget.limit,
+                      "credit_budget_source": budget_source},
             check_results=[dg.AssetCheckResult(
                 check_name="sync_errors", passed=not error_rows,
                 severity=dg.AssetCheckSeverity.ERROR if failing else dg.AssetCheckSeverity.WARN,

@@ -1,41 +1,72 @@
 """Carry out a stored plan for one Zoho module: the only part of the sync that writes to Zoho.
 
 Only creates and updates make calls, at most 100 records per call; links, noop matches and skips are
-bookkeeping. Every answer is recorded record by record: links and the local snapshot follow what Zoho
-said, the sync log gets one line per write, failures become sync errors (planned again next run) and a
-record that now succeeds clears its error.
+bookkeeping, settled first in a few set-based statements (warehouse/push_store.py). Every answer is
+recorded record by record: links and the local snapshot follow what Zoho said, the sync log gets one line
+per write, failures become sync errors (planned again next run) and a record that now succeeds clears its
+error.
+
+Calls per module: the floor is one call per 100 changed records, creates and updates together. Creates go
+through upsert; an update that upsert would match to its own record (its key unchanged, held by no other
+record: see `push_store.stage_rows`) may ride in the last, partly filled upsert call of creates. The other
+updates (a contact whose email changed, for one: upsert would create a new contact for the new email) go by
+id, through update. So a module costs at most ⌈changed/100⌉ calls when enough updates qualify, and one more
+otherwise.
+
+Concurrency: batches of one module are in flight together, up to the site's `zoho.max_concurrency` (and
+never more than Zoho's sub-concurrency of 10 writes); the modules still run one after another (accounts,
+contacts, deals: each is its own asset). The HTTP calls run in worker threads (the client is thread-safe);
+everything that touches DuckDB stays in the calling thread: batches are read and journalled there before
+they are handed out, and the answers that have come back are stored there, together, in one transaction.
 
 Crash safety: creates go through upsert on a natural key (Account_Name, Deal_Name, the contact's email or
 external-ID field), and are journalled in `pending_creates` before they are sent; the next plan links any
 record a lost answer had created instead of creating it again. Plan rows are marked pushed as soon as
-their answers are stored, so pushing the same plan twice writes nothing twice.
+their answers are stored, so pushing the same plan twice writes nothing twice; a process killed with
+batches in flight leaves their creates journalled and their rows unpushed, which the next run completes.
 
 Lost answers: when a create batch's answer is lost (timeout, dropped connection, 5xx: Zoho may or may not
 have acted), nothing is re-sent blindly. Records that carry a key the upsert matches on are idempotent and
 are simply sent again. A record with no such key (a contact without an email in an org without an
 external-ID field) is first looked for in Zoho: the records modified since just before the send are read
 (COQL) and matched on exactly the values sent; what is found is linked, and only the rest is sent again.
-After `RECOVERY_ATTEMPTS` lost answers in a row the records stay journalled and are reported as
-`OUTCOME_UNKNOWN` errors; the next run looks for them again before planning.
+Batches holding such records are sent one at a time, so that what one of them created is linked before
+another looks. After `RECOVERY_ATTEMPTS` lost answers in a row the records stay journalled and are reported
+as `OUTCOME_UNKNOWN` errors; the next run looks for them again before planning.
+
+Credit budget: with a `CreditBudget` (sync/credits.py) the push hands out no batch the budget cannot pay
+for, and the client refuses any call (a retry, a look in Zoho) that would go past it. What is left stays
+unpushed and is planned again by the next run; it is counted as `deferred`, never as an error.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from cbzoho_pipeline.sync.plan import ACCOUNTS, CONTACTS, DEALS, reconcile_pending
+from cbzoho_pipeline.sync import credits
+from cbzoho_pipeline.sync.credits import BudgetReached, CreditBudget
+from cbzoho_pipeline.sync.plan import ACCOUNTS, CONTACTS, DEALS, MODULES, reconcile_pending
+from cbzoho_pipeline.warehouse import push_store
 from cbzoho_pipeline.warehouse.db import Warehouse
 from cbzoho_pipeline.zoho.client import RecordResult, ZohoOutcomeUnknown, coql_literal
 
 BATCH_SIZE = 100
 DUPLICATE_CHECK = {ACCOUNTS: ["Account_Name"], DEALS: ["Deal_Name"], CONTACTS: ["Email"]}
+# Zoho's sub-concurrency (reference §20): in every edition, at most 10 writes of more than 10 records in flight.
+MAX_WRITES_IN_FLIGHT = 10
 RECOVERY_ATTEMPTS = 6
 # How far before a lost send to look for what it created: generous, for clock skew between us and Zoho.
 RECOVERY_WINDOW = timedelta(minutes=5)
+OUTCOME_UNKNOWN = "OUTCOME_UNKNOWN"
+# An update sent through upsert that Zoho applied to another record than the one it was meant for (someone
+# changed the key in Zoho after the snapshot was read).
+UPSERT_MISMATCH = "UPSERT_MATCHED_ANOTHER_RECORD"
 
 
 class RecordResultLike(Protocol):
@@ -44,6 +75,7 @@ class RecordResultLike(Protocol):
     message: str
     details: dict
     id: str | None
+    action: str | None
 
 
 class ZohoWriter(Protocol):
@@ -65,27 +97,76 @@ class PushCounts:
     linked: int = 0
     warnings: int = 0
     calls: int = 0
-    error_rows: list[dict[str, Any]] = field(default_factory=list)
+    deferred: int = 0  # creates and updates left for the next run by the credit budget
+    budget_stopped: bool = False
 
-    def as_metadata(self) -> dict[str, int]:
-        return {k: v for k, v in self.__dict__.items() if k != "error_rows"}
+    def as_metadata(self) -> dict[str, int | bool]:
+        return dict(self.__dict__)
 
 
-def _resolve(row: dict[str, Any], links: dict[str, dict[str, str]]) -> tuple[dict[str, Any], str | None]:
-    """Replace symbolic references with the ids created earlier in this push. Returns (payload, problem)."""
-    payload = dict(row["payload"] or {})
-    refs = row.get("refs") or {}
-    for field_name, target_module in (("Account_Name", ACCOUNTS), ("Contact_Name", CONTACTS)):
-        key = refs.get(field_name)
-        if key is None:
-            continue
-        zoho_id = links[target_module].get(key)
-        if zoho_id:
-            payload[field_name] = {"id": zoho_id}
-        elif field_name == "Contact_Name":
-            return payload, f"its contact (customer {key}) was not created in Zoho"
-        # A company whose account failed: the contact or deal goes without it and is fixed next run.
-    return payload, None
+@dataclass
+class _Batch:
+    """Rows `first`..`last` of `push_todo`: one upsert (creates, perhaps with updates) or one update call."""
+
+    number: int
+    first: int
+    last: int
+    upsert: bool
+    serial: bool  # holds creates without a key: never in flight beside another such batch
+
+    @property
+    def size(self) -> int:
+        return self.last - self.first + 1
+
+    @property
+    def credits(self) -> int:
+        return -(-self.size // 10)
+
+
+@dataclass
+class _Answer:
+    """What came back for one batch, as the worker thread saw it."""
+
+    batch: _Batch
+    items: list[tuple[dict[str, Any], dict[str, Any]]]  # (staged row, payload sent)
+    results: list[RecordResultLike | None]  # None: not settled (deferred by the budget)
+    calls: int = 0
+    sent: bool = False  # whether any call of this batch may have reached Zoho
+    messages: list[str] = field(default_factory=list)
+    error: BaseException | None = None
+
+
+class _Claimed:
+    """Zoho ids that a lost create must not be matched to: linked before the push, or written by it."""
+
+    def __init__(self, ids: set[str]) -> None:
+        self._ids = set(ids)
+        self._lock = threading.Lock()
+
+    def add(self, ids: list[str]) -> None:
+        with self._lock:
+            self._ids.update(ids)
+
+    def snapshot(self) -> set[str]:
+        with self._lock:
+            return set(self._ids)
+
+
+def plan_batches(staged: push_store.Staged) -> list[_Batch]:
+    """Creates first, in calls of 100 (those with a key before those without); the free places of the last
+    upsert call taken by updates that upsert can carry; the other updates in calls of 100."""
+    creates, updates = staged.creates, staged.updates
+    riders = min((-creates) % BATCH_SIZE, staged.upsertable_updates) if creates else 0
+    upserted = creates + riders
+    batches: list[_Batch] = []
+    for first in range(1, upserted + 1, BATCH_SIZE):
+        last = min(first + BATCH_SIZE - 1, upserted)
+        serial = first <= creates and last > staged.keyed_creates
+        batches.append(_Batch(len(batches) + 1, first, last, upsert=True, serial=serial))
+    for first in range(upserted + 1, creates + updates + 1, BATCH_SIZE):
+        last = min(first + BATCH_SIZE - 1, creates + updates)
+        batches.append(_Batch(len(batches) + 1, first, last, upsert=False, serial=False))
+    return batches
 
 
 def push_module(
@@ -97,55 +178,190 @@ def push_module(
     external_field: str | None = None,
     log: Callable[[str], None] = lambda _m: None,
     sleep: Callable[[float], None] = time.sleep,
+    concurrency: int = 1,
+    budget: CreditBudget | None = None,
 ) -> PushCounts:
+    """Push the stored plan's rows of `module`; `concurrency` batches in flight at most; `budget` (if any)
+    installed on the client for the duration."""
     counts = PushCounts()
-    rows = wh.plan_rows(module)
-    links = {m: wh.links(m) for m in (ACCOUNTS, CONTACTS)}
-
-    # Bookkeeping first: noops, skips and plan-time errors make no call.
-    new_links = [(r["source_key"], r["zoho_id"]) for r in rows if (r.get("refs") or {}).get("link") and r["zoho_id"]]
-    wh.set_links(module, new_links)
-    counts.linked = len(new_links)
-    links.setdefault(module, {}).update(dict(new_links))
-    plan_errors = [r for r in rows if r["action"] == "error"]
-    wh.record_errors(run_id, module, [(r["source_key"], r["code"] or "PLAN_ERROR", r["reason"],
-                                       _plan_error_details(r)) for r in plan_errors])
-    counts.errors += len(plan_errors)
-    counts.error_rows += [{"source_key": r["source_key"], "code": r["code"], "message": r["reason"]}
-                          for r in plan_errors]
-    quiet = [r for r in rows if r["action"] in ("noop", "skip")]
-    wh.clear_errors(module, [r["source_key"] for r in quiet])
+    quiet = push_store.settle_quiet_rows(wh, module, run_id)
+    counts.linked, counts.errors, counts.skipped = quiet["linked"], quiet["errors"], quiet["skipped"]
     # Unchanged records are counted by the plan, not stored one by one.
     counts.unchanged = wh.planned_count(module, "noop")
-    counts.skipped = sum(r["action"] == "skip" for r in rows)
-    wh.mark_pushed(module, [r["source_key"] for r in plan_errors + quiet])
 
-    creates = [r for r in rows if r["action"] == "create"]
-    updates = [r for r in rows if r["action"] == "update"]
-    total_batches = -(-len(creates) // BATCH_SIZE) + -(-len(updates) // BATCH_SIZE)
-    batch_no = 0
-    for operation, todo in (("create", creates), ("update", updates)):
-        for start in range(0, len(todo), BATCH_SIZE):
-            batch_no += 1
-            batch = todo[start:start + BATCH_SIZE]
-            _push_batch(wh, client, module, run_id, operation, batch, links, counts, external_field, log, sleep)
-            log(f"{module}: batch {batch_no}/{total_batches} pushed ({operation}, {len(batch)} records)")
-
-    # Records that synced but need a person's eye (e.g. a contact without its account): warnings, recorded
-    # last so that a success in this run does not clear them.
-    failed = {e["source_key"] for e in counts.error_rows}
-    warnings = [(r["source_key"], r["refs"]["warning"]["code"], r["refs"]["warning"]["message"], None)
-                for r in rows if (r.get("refs") or {}).get("warning") and r["source_key"] not in failed]
-    wh.record_errors(run_id, module, warnings, severity="warning")
-    counts.warnings = len(warnings)
+    check = [external_field] if (module == CONTACTS and external_field) else DUPLICATE_CHECK[module]
+    batches: list[_Batch] = []
+    staged = push_store.Staged()
+    if push_store.calls_left(wh, MODULES[:MODULES.index(module)]):
+        # An earlier module stopped at the budget: writing this one now would write records without the
+        # records they refer to (or fail them for want of those). It waits for the next run with them.
+        if push_store.calls_left(wh, [module]):
+            log(f"{module}: not started; an earlier module has writes left for the next run (credit budget)")
+    else:
+        staged = push_store.stage_rows(wh, module, run_id, check[0])
+        counts.errors += staged.unresolved
+        batches = plan_batches(staged)
+    if batches:
+        workers = max(1, min(concurrency, MAX_WRITES_IN_FLIGHT, len(batches)))
+        log(f"{module}: {staged.creates} create(s) and {staged.updates} update(s) in {len(batches)} call(s), "
+            f"up to {workers} at a time")
+        _run_batches(wh, client, module, run_id, batches, staged, check, counts, workers, budget, log, sleep)
+    counts.deferred = push_store.calls_left(wh, [module])
+    if budget is not None and (budget.stopped or counts.deferred):
+        counts.budget_stopped = True
+    if counts.deferred:
+        log(f"{module}: {counts.deferred} record(s) left for the next run: the daily credit budget is reached")
+    counts.warnings = push_store.record_warnings(wh, module, run_id)
+    push_store.finish(wh)
     return counts
 
 
-def _plan_error_details(row: dict[str, Any]) -> dict[str, Any] | None:
-    """What a plan-time error concerns beyond its own key: the customers of an account, for instance."""
-    refs = row.get("refs") or {}
-    details = {k: refs[k] for k in ("customers", "company") if k in refs}
-    return details or None
+def _run_batches(
+    wh: Warehouse, client: ZohoWriter, module: str, run_id: str, batches: list[_Batch], staged: push_store.Staged,
+    check: list[str], counts: PushCounts, workers: int, budget: CreditBudget | None,
+    log: Callable[[str], None], sleep: Callable[[float], None],
+) -> None:
+    claimed = _Claimed(set())
+    if staged.keyless_creates:
+        keyless = push_store.staged_rows(wh, staged.keyed_creates + 1, staged.creates)
+        claimed.add(sorted(push_store.keyless_candidates_linked(
+            wh, module, [r["payload"].get("Last_Name") for r in keyless])))
+    in_flight: dict[Future[_Answer], _Batch] = {}
+    failure: BaseException | None = None
+    gate = getattr(client, "credit_gate", None)
+    if budget is not None:
+        client.credit_gate = budget  # type: ignore[attr-defined]
+    try:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"push-{module}") as pool:
+            for batch in batches:
+                while in_flight and (len(in_flight) >= workers or (
+                        batch.serial and any(b.serial for b in in_flight.values()))):
+                    failed = _store_done(wh, client, module, run_id, in_flight, len(batches), counts, log, block=True)
+                    failure = failure or failed
+                if failure is not None:
+                    break
+                if budget is not None and not budget.affords(batch.credits):
+                    log(f"{module}: the daily credit budget is reached ({budget.spent()} of {budget.limit} spent "
+                        f"in the last 24 hours); the rest waits for the next run")
+                    break
+                items = _items(wh, batch, check[0])
+                creates = [(row["source_key"], payload) for row, payload in items if row["action"] == "create"]
+                if creates:
+                    wh.add_pending(module, creates)  # journalled before the call can leave
+                future = pool.submit(_send, client, module, batch, items, check, claimed, sleep)
+                in_flight[future] = batch
+                failed = _store_done(wh, client, module, run_id, in_flight, len(batches), counts, log, block=False)
+                failure = failure or failed
+            while in_flight:
+                failed = _store_done(wh, client, module, run_id, in_flight, len(batches), counts, log, block=True)
+                failure = failure or failed
+    finally:
+        if budget is not None:
+            client.credit_gate = gate  # type: ignore[attr-defined]
+    if failure is not None:
+        raise failure
+
+
+def _items(wh: Warehouse, batch: _Batch, key_field: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """The batch's rows with what is sent for each: references resolved to the ids created earlier in this
+    push, an update's id (update call) or its unchanged key (upsert call)."""
+    items = []
+    for row in push_store.staged_rows(wh, batch.first, batch.last):
+        payload = dict(row["payload"])
+        if row["acc_key"] is not None and row["acc_id"]:
+            payload["Account_Name"] = {"id": row["acc_id"]}
+        # (a company whose account failed: the contact or deal goes without it and is fixed next run)
+        if row["con_key"] is not None:
+            payload["Contact_Name"] = {"id": row["con_id"]}
+        if row["action"] == "update":
+            if batch.upsert:
+                payload[key_field] = row["held"][key_field]
+            else:
+                payload["id"] = row["zoho_id"]
+        items.append((row, payload))
+    return items
+
+
+def _store_done(wh: Warehouse, client: ZohoWriter, module: str, run_id: str,
+                in_flight: dict[Future[_Answer], _Batch], total: int, counts: PushCounts,
+                log: Callable[[str], None], *, block: bool) -> BaseException | None:
+    """Store the answers that have come back (waiting for one if `block`), in one transaction. Returns the
+    first error a worker met, if any (its batch stays unpushed)."""
+    if block:
+        done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
+    else:
+        done = {f for f in in_flight if f.done()}
+    if not done:
+        return None
+    answers = [f.result() for f in sorted(done, key=lambda f: in_flight[f].number)]
+    for f in done:
+        del in_flight[f]
+    for answer in answers:
+        for message in answer.messages:
+            log(message)
+    _store(wh, client, module, run_id, answers, counts)
+    for answer in answers:
+        b = answer.batch
+        if answer.error is None:
+            kinds = sorted({row["action"] for row, _ in answer.items})
+            log(f"{module}: batch {b.number}/{total} pushed ({'upsert' if b.upsert else 'update'} of "
+                f"{b.size} records: {' and '.join(kinds)})")
+    return next((a.error for a in answers if a.error is not None), None)
+
+
+def _store(wh: Warehouse, client: ZohoWriter, module: str, run_id: str, answers: list[_Answer],
+           counts: PushCounts) -> None:
+    successes: list[tuple[str, str]] = []
+    snapshot: list[dict[str, Any]] = []
+    failures: list[tuple[str, str, str, dict | None]] = []
+    log_entries: list[tuple[str, str, str, str | None, str, str | None, str | None]] = []
+    settled_creates: list[str] = []
+    answered: list[str] = []
+    matched_ids = [str(r.id) for a in answers for (row, _), r in zip(a.items, a.results, strict=True)
+                   if r is not None and r.ok and row["action"] == "create" and r.action == "update" and r.id]
+    known = push_store.held_by_id(wh, module, matched_ids)
+    for answer in answers:
+        counts.calls += answer.calls
+        for (row, payload), result in zip(answer.items, answer.results, strict=True):
+            key, operation = row["source_key"], row["action"]
+            if result is None:  # deferred: no answer to store; a create never sent leaves the journal
+                if operation == "create" and not answer.sent:
+                    settled_creates.append(key)
+                continue
+            answered.append(key)
+            if operation == "create" and result.code != OUTCOME_UNKNOWN:
+                settled_creates.append(key)  # an unknown outcome stays journalled for the next run to look for
+            if not result.ok:
+                failures.append((key, result.code, describe(result), result.details))
+                log_entries.append((module, key, operation, row["zoho_id"], "error", result.code, describe(result)))
+                continue
+            zoho_id = str(result.id or row["zoho_id"])
+            held = row["held"] if operation == "update" else known.get(zoho_id, {})
+            if operation == "update" and zoho_id != str(row["zoho_id"]):
+                # Someone changed the linked record's key in Zoho after it was read: the next snapshot reads
+                # both records again, and a person decides which one is the customer's.
+                message = (f"sent through upsert, the update went to Zoho record {zoho_id} instead of the linked "
+                           f"record {row['zoho_id']}, whose key changed in Zoho meanwhile; check both records")
+                failures.append((key, UPSERT_MISMATCH, message, {"zoho_id": zoho_id}))
+                log_entries.append((module, key, operation, zoho_id, "error", UPSERT_MISMATCH, message))
+                continue
+            successes.append((key, zoho_id))
+            snapshot.append(_written_record(held, zoho_id, payload, result.details))
+            if operation == "create":
+                counts.created += 1
+            else:
+                counts.updated += 1
+            log_entries.append((module, key, operation, zoho_id, "success", result.code, None))
+    with wh.transaction():
+        wh.set_links(module, successes)
+        wh.upsert_zoho(module, snapshot, written=True)
+        push_store.clear_errors(wh, module, [k for k, _ in successes])
+        push_store.clear_pending(wh, module, settled_creates)
+        wh.log(run_id, log_entries)
+        wh.record_errors(run_id, module, failures)
+        push_store.mark_pushed(wh, module, answered)
+        credits.record_spend(wh, client, run_id, f"synced_{module.lower()}")
+    counts.errors += len(failures)
 
 
 def describe(result: RecordResultLike) -> str:
@@ -167,134 +383,83 @@ def describe(result: RecordResultLike) -> str:
     return f"{message} ({', '.join(parts)})" if parts else message
 
 
-def _push_batch(
-    wh: Warehouse,
-    client: ZohoWriter,
-    module: str,
-    run_id: str,
-    operation: str,
-    batch: list[dict[str, Any]],
-    links: dict[str, dict[str, str]],
-    counts: PushCounts,
-    external_field: str | None,
-    log: Callable[[str], None],
-    sleep: Callable[[float], None],
-) -> None:
-    sendable: list[tuple[dict[str, Any], dict[str, Any]]] = []
-    failures: list[tuple[str, str, str, dict | None]] = []
-    for row in batch:
-        payload, problem = _resolve(row, links)
-        if problem:
-            failures.append((row["source_key"], "CONTACT_NOT_SYNCED", problem, None))
-            continue
-        if operation == "update":
-            payload["id"] = row["zoho_id"]
-        sendable.append((row, payload))
-
-    if sendable:
-        records = [p for _, p in sendable]
-        if operation == "create":
-            wh.add_pending(module, [(r["source_key"], p) for r, p in sendable])
-            check = [external_field] if (module == CONTACTS and external_field) else DUPLICATE_CHECK[module]
-            results = _create(wh, client, module, records, check, counts, log, sleep)
+# ------------------------------------------------------------------------------------------- worker threads
+def _send(client: ZohoWriter, module: str, batch: _Batch, items: list[tuple[dict[str, Any], dict[str, Any]]],
+          check: list[str], claimed: _Claimed, sleep: Callable[[float], None]) -> _Answer:
+    """One batch's call(s), in a worker thread: no DuckDB here, only HTTP."""
+    records = [payload for _, payload in items]
+    answer = _Answer(batch, items, [None] * len(items))
+    try:
+        if batch.upsert:
+            _create(client, module, records, check, claimed, sleep, answer)
         else:
-            results = client.update(module, records)
-            counts.calls += 1
-
-        successes: list[tuple[str, str]] = []
-        snapshot: list[dict[str, Any]] = []
-        log_entries = []
-        written_ids = [str(r.id or row["zoho_id"]) for (row, _), r in zip(sendable, results, strict=True) if r.ok]
-        held = wh.zoho_records_by_id(module, written_ids)
-        for (row, payload), result in zip(sendable, results, strict=True):
-            key = row["source_key"]
-            if result.ok:
-                zoho_id = str(result.id or row["zoho_id"])
-                successes.append((key, zoho_id))
-                snapshot.append(_written_record(held.get(zoho_id, {}), zoho_id, payload, result.details))
-                if operation == "create":
-                    counts.created += 1
-                else:
-                    counts.updated += 1
-                log_entries.append((module, key, operation, zoho_id, "success", result.code, None))
-            else:
-                failures.append((key, result.code, describe(result), result.details))
-                log_entries.append((module, key, operation, row["zoho_id"], "error", result.code, describe(result)))
-        with wh.transaction():
-            wh.set_links(module, successes)
-            links.setdefault(module, {}).update(dict(successes))
-            wh.upsert_zoho(module, snapshot, written=True)
-            wh.clear_errors(module, [k for k, _ in successes])
-            if operation == "create":  # an unknown outcome stays journalled for the next run to look for
-                wh.clear_pending(module, [r["source_key"] for (r, _), res in zip(sendable, results, strict=True)
-                                          if res.code != OUTCOME_UNKNOWN])
-            wh.log(run_id, log_entries)
-            wh.record_errors(run_id, module, failures)
-            wh.mark_pushed(module, [r["source_key"] for r in batch])
-    else:
-        wh.record_errors(run_id, module, failures)
-        wh.mark_pushed(module, [r["source_key"] for r in batch])
-    counts.errors += len(failures)
-    counts.error_rows += [{"source_key": k, "code": c, "message": m} for k, c, m, _ in failures]
+            try:
+                answer.results = list(client.update(module, records))
+                answer.calls, answer.sent = 1, True
+            except BudgetReached:
+                answer.messages.append(f"{module}: batch {batch.number} left for the next run (credit budget)")
+        claimed.add([str(r.id) for r in answer.results if r is not None and r.ok and r.id])
+    except BaseException as exc:  # stored by the main thread, which stops and raises it
+        answer.error = exc
+        answer.results = [None] * len(items)
+    return answer
 
 
-OUTCOME_UNKNOWN = "OUTCOME_UNKNOWN"
-
-
-def _create(
-    wh: Warehouse,
-    client: ZohoWriter,
-    module: str,
-    records: list[dict[str, Any]],
-    check: list[str],
-    counts: PushCounts,
-    log: Callable[[str], None],
-    sleep: Callable[[float], None],
-) -> list[RecordResultLike]:
-    """Upsert a batch of creates; when an answer is lost, find what Zoho made before sending anything again."""
-    results: list[RecordResultLike | None] = [None] * len(records)
+def _create(client: ZohoWriter, module: str, records: list[dict[str, Any]], check: list[str], claimed: _Claimed,
+            sleep: Callable[[float], None], answer: _Answer) -> None:
+    """Upsert a batch; when an answer is lost, find what Zoho made before sending anything again. Fills
+    `answer.results`; records the budget refused stay None."""
+    results = answer.results
     todo = list(range(len(records)))
     for attempt in range(RECOVERY_ATTEMPTS + 1):
         sent_at = datetime.now(UTC)
         try:
-            answers = client.upsert(module, [records[i] for i in todo], duplicate_check_fields=check)
+            replies = client.upsert(module, [records[i] for i in todo], duplicate_check_fields=check)
+        except BudgetReached:
+            answer.messages.append(f"{module}: batch {answer.batch.number}: {len(todo)} record(s) left for the "
+                                   "next run (credit budget)")
+            return
         except ZohoOutcomeUnknown as exc:
-            counts.calls += 1
+            answer.calls += 1
+            answer.sent = True
             keyless = [i for i in todo if not any(_filled(records[i].get(f)) for f in check)]
-            log(f"{module}: the answer to a batch of {len(todo)} creates was lost ({exc.message}); "
+            answer.messages.append(
+                f"{module}: the answer to a batch of {len(todo)} upserts was lost ({exc.message}); "
                 f"{len(keyless)} of them have no {'/'.join(check)} and are looked for in Zoho first")
             if keyless:
-                for i, found in _look_for(wh, client, module, records, keyless, sent_at - RECOVERY_WINDOW):
-                    results[i] = found
+                try:
+                    for i, found in _look_for(client, module, records, keyless, sent_at - RECOVERY_WINDOW, check,
+                                              claimed):
+                        results[i] = found
+                except BudgetReached:
+                    return
                 todo = [i for i in todo if results[i] is None]
             if not todo:
-                break
+                return
             if attempt < RECOVERY_ATTEMPTS:
                 sleep(min(30.0, 0.5 * 2 ** attempt))
             continue
-        counts.calls += 1
-        for i, answer in zip(todo, answers, strict=True):
-            results[i] = answer
-        todo = []
-        break
+        answer.calls += 1
+        answer.sent = True
+        for i, reply in zip(todo, replies, strict=True):
+            results[i] = reply
+        return
     for i in todo:
         results[i] = RecordResult(index=i, ok=False, code=OUTCOME_UNKNOWN,
                                   message=f"Zoho's answer was lost {RECOVERY_ATTEMPTS + 1} times in a row; the "
                                           "record is looked for again before the next run plans it")
-    return results  # type: ignore[return-value]
 
 
-def _look_for(
-    wh: Warehouse, client: ZohoWriter, module: str, records: list[dict[str, Any]], indexes: list[int],
-    since: datetime,
-) -> list[tuple[int, RecordResult]]:
-    """The records among `indexes` that Zoho holds already, matched on exactly the values sent."""
+def _look_for(client: ZohoWriter, module: str, records: list[dict[str, Any]], indexes: list[int], since: datetime,
+              check: list[str], claimed: _Claimed) -> list[tuple[int, RecordResult]]:
+    """The records among `indexes` (sent without a key) that Zoho holds already, matched on exactly the
+    values sent. Only records without a key can be theirs; ids claimed by links or by this push are not."""
     fields = sorted({k for i in indexes for k, v in records[i].items() if not isinstance(v, dict) and k != "id"}
-                    | {"Modified_Time", "Created_Time"})
+                    | {"Modified_Time", "Created_Time"} | set(check))
     candidates = [r for page in client.iter_coql(module, fields, where=f"Modified_Time >= {coql_literal(since)}")
-                  for r in page]
+                  for r in page if not any(_filled(r.get(f)) for f in check)]
     by_id = {str(r["id"]): r for r in candidates}
-    pairs = reconcile_pending([(str(i), records[i]) for i in indexes], candidates, set(wh.links(module).values()))
+    pairs = reconcile_pending([(str(i), records[i]) for i in indexes], candidates, claimed.snapshot())
     found = []
     for key, zoho_id in pairs:
         held = by_id[zoho_id]
