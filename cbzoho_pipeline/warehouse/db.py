@@ -150,11 +150,7 @@ CREATE TABLE IF NOT EXISTS zoho_meta (kind VARCHAR PRIMARY KEY, data JSON NOT NU
 CREATE TABLE IF NOT EXISTS links (
     module VARCHAR, source_key VARCHAR, zoho_id VARCHAR, linked_at TIMESTAMPTZ, PRIMARY KEY (module, source_key));
 
--- The latest plan: one row per record and module.
-CREATE TABLE IF NOT EXISTS plan (
-    plan_id VARCHAR, module VARCHAR, source_key VARCHAR, action VARCHAR, zoho_id VARCHAR, payload JSON,
-    changed_fields JSON, reason VARCHAR, code VARCHAR, refs JSON, pushed BOOLEAN DEFAULT FALSE,
-    PRIMARY KEY (module, source_key));
+-- The latest plan: one row per record and module (see _PLAN_DDL).
 -- One row per plan made; a plan is identified by the Dagster run that made it.
 CREATE TABLE IF NOT EXISTS plans (plan_id VARCHAR PRIMARY KEY, created_at TIMESTAMPTZ, counts JSON);
 
@@ -171,6 +167,13 @@ CREATE TABLE IF NOT EXISTS sync_errors (
 CREATE TABLE IF NOT EXISTS runs (
     run_id VARCHAR PRIMARY KEY, started_at TIMESTAMPTZ, finished_at TIMESTAMPTZ, status VARCHAR, counts JSON);
 """
+
+# The latest plan: one row per record and module. Replaced whole by each plan (dropped and made again:
+# deleting a million indexed rows one by one took DuckDB longer than planning them).
+_PLAN_DDL = """CREATE TABLE IF NOT EXISTS plan (
+    plan_id VARCHAR, module VARCHAR, source_key VARCHAR, action VARCHAR, zoho_id VARCHAR, payload JSON,
+    changed_fields JSON, reason VARCHAR, code VARCHAR, refs JSON, pushed BOOLEAN DEFAULT FALSE,
+    PRIMARY KEY (module, source_key))"""
 
 
 # The typed columns of each Chargebee table: (column, JSON path in the object, SQL type). The lifecycle
@@ -228,6 +231,7 @@ class Warehouse:
     # ----------------------------------------------------------------------------------------- basics
     def init(self) -> None:
         self.con.execute(_DDL)
+        self.con.execute(_PLAN_DDL)
         self._migrate_chargebee()
         # Added after the first release: 'error' (the record is not in Zoho as it should be) or 'warning'
         # (it is, but something about it needs a person, e.g. a contact synced without its account).
@@ -697,7 +701,8 @@ class Warehouse:
                 "SELECT module, action, count(*) FROM plan_out GROUP BY ALL").fetchall():
             counts[module][action] = int(n)
         with self.transaction():
-            self.con.execute("DELETE FROM plan")
+            self.con.execute("DROP TABLE IF EXISTS plan")
+            self.con.execute(_PLAN_DDL)
             self.con.execute(
                 """INSERT INTO plan SELECT ?, p.module, p.source_key, p.action, p.zoho_id, p.payload,
                           to_json(p.changed_fields), p.reason, p.code, p.refs, FALSE
