@@ -41,6 +41,7 @@ unpushed and is planned again by the next run; it is counted as `deferred`, neve
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -53,7 +54,7 @@ from cbzoho_pipeline.sync import credits
 from cbzoho_pipeline.sync.credits import BudgetReached, CreditBudget
 from cbzoho_pipeline.sync.plan import ACCOUNTS, CONTACTS, DEALS, MODULES, reconcile_pending
 from cbzoho_pipeline.warehouse import push_store
-from cbzoho_pipeline.warehouse.db import Warehouse
+from cbzoho_pipeline.warehouse.db import Warehouse, utcnow
 from cbzoho_pipeline.zoho.client import RecordResult, ZohoOutcomeUnknown, coql_literal
 
 BATCH_SIZE = 100
@@ -130,6 +131,7 @@ class _Answer:
     batch: _Batch
     items: list[tuple[dict[str, Any], dict[str, Any]]]  # (staged row, payload sent)
     results: list[RecordResultLike | None]  # None: not settled (deferred by the budget)
+    written: dict[int, dict[str, Any]] = field(default_factory=dict)  # index -> the record as written (snapshot)
     calls: int = 0
     sent: bool = False  # whether any call of this batch may have reached Zoho
     messages: list[str] = field(default_factory=list)
@@ -221,52 +223,72 @@ def _run_batches(
     check: list[str], counts: PushCounts, workers: int, budget: CreditBudget | None,
     log: Callable[[str], None], sleep: Callable[[float], None],
 ) -> None:
+    """Keep up to `workers` batches in flight: wait for answers, hand out batches for the places they freed,
+    then store every answer that came back in one transaction (the calls go on meanwhile), and again.
+    Batches are read and journalled 2 x `workers` at a time."""
     claimed = _Claimed(set())
     if staged.keyless_creates:
         keyless = push_store.staged_rows(wh, staged.keyed_creates + 1, staged.creates)
         claimed.add(sorted(push_store.keyless_candidates_linked(
             wh, module, [r["payload"].get("Last_Name") for r in keyless])))
+    store = _Store(wh, client, module, run_id, len(batches), counts, log, since=utcnow())
     in_flight: dict[Future[_Answer], _Batch] = {}
-    failure: BaseException | None = None
+    ready: dict[int, list[dict[str, Any]]] = {}  # rows read and journalled, by batch number
+    handed = 0  # batches handed out so far
+    stopped = False
     gate = getattr(client, "credit_gate", None)
     if budget is not None:
         client.credit_gate = budget  # type: ignore[attr-defined]
+
+    def hand_out(pool: ThreadPoolExecutor) -> None:
+        nonlocal handed, stopped
+        while store.failure is None and not stopped and handed < len(batches) and len(in_flight) < workers:
+            batch = batches[handed]
+            if batch.serial and any(b.serial for b in in_flight.values()):
+                return  # creates without a key: one such batch at a time
+            if budget is not None and not budget.affords(batch.credits):
+                log(f"{module}: the daily credit budget is reached ({budget.spent()} of {budget.limit} spent in "
+                    "the last 24 hours); the rest waits for the next run")
+                stopped = True
+                return
+            if batch.number not in ready:
+                ready.update(_prepare(wh, module, batches[handed:handed + 2 * workers]))
+            rows = ready.pop(batch.number)
+            in_flight[pool.submit(_send, client, module, batch, rows, check, claimed, sleep)] = batch
+            handed += 1
+
     try:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"push-{module}") as pool:
-            for batch in batches:
-                while in_flight and (len(in_flight) >= workers or (
-                        batch.serial and any(b.serial for b in in_flight.values()))):
-                    failed = _store_done(wh, client, module, run_id, in_flight, len(batches), counts, log, block=True)
-                    failure = failure or failed
-                if failure is not None:
-                    break
-                if budget is not None and not budget.affords(batch.credits):
-                    log(f"{module}: the daily credit budget is reached ({budget.spent()} of {budget.limit} spent "
-                        f"in the last 24 hours); the rest waits for the next run")
-                    break
-                items = _items(wh, batch, check[0])
-                creates = [(row["source_key"], payload) for row, payload in items if row["action"] == "create"]
-                if creates:
-                    wh.add_pending(module, creates)  # journalled before the call can leave
-                future = pool.submit(_send, client, module, batch, items, check, claimed, sleep)
-                in_flight[future] = batch
-                failed = _store_done(wh, client, module, run_id, in_flight, len(batches), counts, log, block=False)
-                failure = failure or failed
+            hand_out(pool)
             while in_flight:
-                failed = _store_done(wh, client, module, run_id, in_flight, len(batches), counts, log, block=True)
-                failure = failure or failed
+                answers = store.collect(in_flight)
+                hand_out(pool)  # refill first: the calls go on while the answers are stored
+                store.store(answers)
     finally:
         if budget is not None:
             client.credit_gate = gate  # type: ignore[attr-defined]
-    if failure is not None:
-        raise failure
+    if handed < len(batches):  # journalled ahead but never handed out (a crash leaves them to the next plan)
+        push_store.forget_unsent(wh, module, batches[handed].first - 1, store.since)
+    if store.failure is not None:
+        raise store.failure
 
 
-def _items(wh: Warehouse, batch: _Batch, key_field: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+def _prepare(wh: Warehouse, module: str, batches: list[_Batch]) -> dict[int, list[dict[str, Any]]]:
+    """Read the rows of these consecutive batches in one query and journal their creates in one statement.
+    The rows' JSON is decoded by the worker that sends them (`_items`), not here."""
+    first, last = batches[0].first, batches[-1].last
+    push_store.journal(wh, module, first, last, utcnow())
+    rows = push_store.staged_rows(wh, first, last, decode=False)
+    return {b.number: rows[b.first - first:b.last - first + 1] for b in batches}
+
+
+def _items(batch: _Batch, rows: list[dict[str, Any]], key_field: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """The batch's rows with what is sent for each: references resolved to the ids created earlier in this
     push, an update's id (update call) or its unchanged key (upsert call)."""
     items = []
-    for row in push_store.staged_rows(wh, batch.first, batch.last):
+    for row in rows:
+        row["payload"] = json.loads(row["payload"]) if row["payload"] else {}
+        row["held"] = json.loads(row["held"]) if row["held"] else {}
         payload = dict(row["payload"])
         if row["acc_key"] is not None and row["acc_id"]:
             payload["Account_Name"] = {"id": row["acc_id"]}
@@ -282,51 +304,59 @@ def _items(wh: Warehouse, batch: _Batch, key_field: str) -> list[tuple[dict[str,
     return items
 
 
-def _store_done(wh: Warehouse, client: ZohoWriter, module: str, run_id: str,
-                in_flight: dict[Future[_Answer], _Batch], total: int, counts: PushCounts,
-                log: Callable[[str], None], *, block: bool) -> BaseException | None:
-    """Store the answers that have come back (waiting for one if `block`), in one transaction. Returns the
-    first error a worker met, if any (its batch stays unpushed)."""
-    if block:
+class _Store:
+    """Stores what came back, in the calling thread: the answers of every batch done, in one transaction."""
+
+    def __init__(self, wh: Warehouse, client: ZohoWriter, module: str, run_id: str, total: int, counts: PushCounts,
+                 log: Callable[[str], None], *, since: datetime) -> None:
+        self.wh, self.client, self.module, self.run_id, self.total = wh, client, module, run_id, total
+        self.counts, self.log, self.since = counts, log, since
+        self.failure: BaseException | None = None  # the first error a worker met (its batch stays unpushed)
+
+    def collect(self, in_flight: dict[Future[_Answer], _Batch]) -> list[_Answer]:
+        """Wait for at least one batch; take every answer that has come back (a worker's error stops the
+        handing out of batches)."""
         done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
-    else:
-        done = {f for f in in_flight if f.done()}
-    if not done:
-        return None
-    answers = [f.result() for f in sorted(done, key=lambda f: in_flight[f].number)]
-    for f in done:
-        del in_flight[f]
-    for answer in answers:
-        for message in answer.messages:
-            log(message)
-    _store(wh, client, module, run_id, answers, counts)
-    for answer in answers:
-        b = answer.batch
-        if answer.error is None:
-            kinds = sorted({row["action"] for row, _ in answer.items})
-            log(f"{module}: batch {b.number}/{total} pushed ({'upsert' if b.upsert else 'update'} of "
-                f"{b.size} records: {' and '.join(kinds)})")
-    return next((a.error for a in answers if a.error is not None), None)
+        answers = [f.result() for f in sorted(done, key=lambda f: in_flight[f].number)]
+        for f in done:
+            del in_flight[f]
+        if self.failure is None:
+            self.failure = next((a.error for a in answers if a.error is not None), None)
+        return answers
+
+    def store(self, answers: list[_Answer]) -> None:
+        """Store the answers in one transaction."""
+        for answer in answers:
+            for message in answer.messages:
+                self.log(message)
+        _store(self.wh, self.client, self.module, self.run_id, answers, self.counts, self.since)
+        for answer in answers:
+            b = answer.batch
+            if answer.error is None:
+                kinds = sorted({row["action"] for row, _ in answer.items})
+                self.log(f"{self.module}: batch {b.number}/{self.total} pushed ({'upsert' if b.upsert else 'update'}"
+                         f" of {b.size} records: {' and '.join(kinds)})")
 
 
 def _store(wh: Warehouse, client: ZohoWriter, module: str, run_id: str, answers: list[_Answer],
-           counts: PushCounts) -> None:
+           counts: PushCounts, since: datetime) -> None:
     successes: list[tuple[str, str]] = []
     snapshot: list[dict[str, Any]] = []
     failures: list[tuple[str, str, str, dict | None]] = []
     log_entries: list[tuple[str, str, str, str | None, str, str | None, str | None]] = []
     settled_creates: list[str] = []
+    unsent_creates: list[str] = []
     answered: list[str] = []
     matched_ids = [str(r.id) for a in answers for (row, _), r in zip(a.items, a.results, strict=True)
                    if r is not None and r.ok and row["action"] == "create" and r.action == "update" and r.id]
     known = push_store.held_by_id(wh, module, matched_ids)
     for answer in answers:
         counts.calls += answer.calls
-        for (row, payload), result in zip(answer.items, answer.results, strict=True):
+        for index, ((row, _payload), result) in enumerate(zip(answer.items, answer.results, strict=True)):
             key, operation = row["source_key"], row["action"]
             if result is None:  # deferred: no answer to store; a create never sent leaves the journal
                 if operation == "create" and not answer.sent:
-                    settled_creates.append(key)
+                    unsent_creates.append(key)
                 continue
             answered.append(key)
             if operation == "create" and result.code != OUTCOME_UNKNOWN:
@@ -336,7 +366,6 @@ def _store(wh: Warehouse, client: ZohoWriter, module: str, run_id: str, answers:
                 log_entries.append((module, key, operation, row["zoho_id"], "error", result.code, describe(result)))
                 continue
             zoho_id = str(result.id or row["zoho_id"])
-            held = row["held"] if operation == "update" else known.get(zoho_id, {})
             if operation == "update" and zoho_id != str(row["zoho_id"]):
                 # Someone changed the linked record's key in Zoho after it was read: the next snapshot reads
                 # both records again, and a person decides which one is the customer's.
@@ -346,7 +375,8 @@ def _store(wh: Warehouse, client: ZohoWriter, module: str, run_id: str, answers:
                 log_entries.append((module, key, operation, zoho_id, "error", UPSERT_MISMATCH, message))
                 continue
             successes.append((key, zoho_id))
-            snapshot.append(_written_record(held, zoho_id, payload, result.details))
+            written = answer.written[index]
+            snapshot.append({**known[zoho_id], **written} if zoho_id in known else written)
             if operation == "create":
                 counts.created += 1
             else:
@@ -357,6 +387,7 @@ def _store(wh: Warehouse, client: ZohoWriter, module: str, run_id: str, answers:
         wh.upsert_zoho(module, snapshot, written=True)
         push_store.clear_errors(wh, module, [k for k, _ in successes])
         push_store.clear_pending(wh, module, settled_creates)
+        push_store.forget_journalled(wh, module, unsent_creates, since)
         wh.log(run_id, log_entries)
         wh.record_errors(run_id, module, failures)
         push_store.mark_pushed(wh, module, answered)
@@ -384,12 +415,14 @@ def describe(result: RecordResultLike) -> str:
 
 
 # ------------------------------------------------------------------------------------------- worker threads
-def _send(client: ZohoWriter, module: str, batch: _Batch, items: list[tuple[dict[str, Any], dict[str, Any]]],
-          check: list[str], claimed: _Claimed, sleep: Callable[[float], None]) -> _Answer:
-    """One batch's call(s), in a worker thread: no DuckDB here, only HTTP."""
-    records = [payload for _, payload in items]
-    answer = _Answer(batch, items, [None] * len(items))
+def _send(client: ZohoWriter, module: str, batch: _Batch, rows: list[dict[str, Any]], check: list[str],
+          claimed: _Claimed, sleep: Callable[[float], None]) -> _Answer:
+    """One batch's call(s), in a worker thread: no DuckDB here, only decoding and HTTP."""
+    answer = _Answer(batch, [], [])
     try:
+        answer.items = _items(batch, rows, check[0])
+        answer.results = [None] * len(answer.items)
+        records = [payload for _, payload in answer.items]
         if batch.upsert:
             _create(client, module, records, check, claimed, sleep, answer)
         else:
@@ -399,9 +432,14 @@ def _send(client: ZohoWriter, module: str, batch: _Batch, items: list[tuple[dict
             except BudgetReached:
                 answer.messages.append(f"{module}: batch {batch.number} left for the next run (credit budget)")
         claimed.add([str(r.id) for r in answer.results if r is not None and r.ok and r.id])
+        for index, ((row, payload), result) in enumerate(zip(answer.items, answer.results, strict=True)):
+            if result is not None and result.ok:  # the snapshot row, built here to spare the storing thread
+                held = row["held"] if row["action"] == "update" else {}
+                answer.written[index] = _written_record(held, str(result.id or row["zoho_id"]), payload,
+                                                        result.details)
     except BaseException as exc:  # stored by the main thread, which stops and raises it
         answer.error = exc
-        answer.results = [None] * len(items)
+        answer.results = [None] * len(answer.items)
     return answer
 
 

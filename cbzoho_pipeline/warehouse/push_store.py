@@ -173,17 +173,44 @@ def stage_rows(wh: Warehouse, module: str, run_id: str, key_field: str) -> Stage
                   unresolved=unresolved)
 
 
-def staged_rows(wh: Warehouse, first: int, last: int) -> list[dict[str, Any]]:
-    """Rows `first`..`last` of `push_todo`, payload and held record decoded."""
+def staged_rows(wh: Warehouse, first: int, last: int, *, decode: bool = True) -> list[dict[str, Any]]:
+    """Rows `first`..`last` of `push_todo`; payload and held record decoded, or as JSON text (`decode=False`,
+    for a caller that decodes them elsewhere)."""
     rows = wh.con.execute(f"SELECT {', '.join(TODO_COLUMNS)} FROM push_todo WHERE n BETWEEN ? AND ? ORDER BY n",
                           [first, last]).fetchall()
-    out = []
-    for values in rows:
-        row = dict(zip(TODO_COLUMNS, values, strict=True))
-        row["payload"] = json.loads(row["payload"]) if row["payload"] else {}
-        row["held"] = json.loads(row["held"]) if row["held"] else {}
-        out.append(row)
+    out = [dict(zip(TODO_COLUMNS, values, strict=True)) for values in rows]
+    if decode:
+        for row in out:
+            row["payload"] = json.loads(row["payload"]) if row["payload"] else {}
+            row["held"] = json.loads(row["held"]) if row["held"] else {}
     return out
+
+
+def journal(wh: Warehouse, module: str, first: int, last: int, at: datetime) -> None:
+    """Journal the creates among rows `first`..`last` of `push_todo` in `pending_creates` (before any of them
+    is sent), with the payload the plan made (what a lost create is matched on: its plain fields). An entry
+    already there (an earlier attempt of the same plan whose answer was lost) is kept as it is."""
+    wh.con.execute("""INSERT INTO pending_creates
+        SELECT $m, source_key, payload::JSON, $at FROM push_todo
+        WHERE n BETWEEN $first AND $last AND action = 'create'
+        ON CONFLICT (module, source_key) DO NOTHING""", {"m": module, "first": first, "last": last, "at": at})
+
+
+def forget_journalled(wh: Warehouse, module: str, keys: Iterable[str], since: datetime) -> None:
+    """Drop the journal entries of these creates that this push made (at or after `since`): they were never
+    sent. An entry from before (an earlier attempt whose answer was lost) stays for the next plan."""
+    keys = list(keys)
+    if keys:
+        wh.con.execute("""DELETE FROM pending_creates WHERE module = $m AND sent_at >= $since
+            AND source_key IN (SELECT unnest($k))""", {"m": module, "k": keys, "since": since})
+
+
+def forget_unsent(wh: Warehouse, module: str, after: int, since: datetime) -> None:
+    """Drop the journal entries this push made (at or after `since`) for creates it never handed out (rows
+    after `after`): nothing of them can be in Zoho."""
+    wh.con.execute("""DELETE FROM pending_creates WHERE module = $m AND sent_at >= $since
+        AND source_key IN (SELECT source_key FROM push_todo WHERE n > $after AND action = 'create')""",
+                   {"m": module, "after": after, "since": since})
 
 
 def keyless_candidates_linked(wh: Warehouse, module: str, last_names: Iterable[str]) -> set[str]:
