@@ -29,10 +29,11 @@ Lost answers: when a create batch's answer is lost (timeout, dropped connection,
 have acted), nothing is re-sent blindly. Records that carry a key the upsert matches on are idempotent and
 are simply sent again. A record with no such key (a contact without an email in an org without an
 external-ID field) is first looked for in Zoho: the records modified since just before the send are read
-(COQL) and matched on exactly the values sent; what is found is linked, and only the rest is sent again.
-Batches holding such records are sent one at a time, so that what one of them created is linked before
-another looks. After `RECOVERY_ATTEMPTS` lost answers in a row the records stay journalled and are reported
-as `OUTCOME_UNKNOWN` errors; the next run looks for them again before planning.
+(COQL) and matched on exactly the values sent, among the records that have no key either and are not
+linked; what is found is linked, and only the rest is sent again. Batches holding such records are sent
+one at a time, so that what one of them created is claimed before another looks. After
+`RECOVERY_ATTEMPTS` lost answers in a row the records stay journalled and are reported as `OUTCOME_UNKNOWN`
+errors; the next run looks for them again before planning.
 
 Credit budget: with a `CreditBudget` (sync/credits.py) the push hands out no batch the budget cannot pay
 for, and the client refuses any call (a retry, a look in Zoho) that would go past it. What is left stays
