@@ -1,4 +1,5 @@
-"""Benchmark of issue 8: what a sync costs at 10k, 100k and 1M customers, next to the floor and a naive sync.
+"""Benchmark of issues 8 and 9: what a sync costs at 10k, 100k and 1M customers, next to the floor and a naive
+sync; a first sync at the APIs' latency; a first sync larger than the daily credit budget.
 
 For each size N it starts a fresh sandbox, loads a clean site of N customers (one active subscription each,
 distinct emails, a company shared by every 20 customers; Zoho empty) in chunks through `/_sandbox/load`,
@@ -23,10 +24,21 @@ deals: merge on the link, else on email / name, compare the mapped fields), on t
 done on a synthetic warehouse of 1M customers + 1M subscriptions against 1M contacts, 50k accounts and 1M
 deals built directly with DuckDB SQL (`--plan-size`).
 
-Prints one table and the issue's targets, each met or missed with the measured value, and writes the same
+Issue 9 adds two scenarios, each on fresh sandboxes. A first sync with every Chargebee and Zoho call answered
+100 ms late (`--latency-ms`), at 10k and 100k customers (`--latency-sizes`), against a Standard org (10 calls
+at once) with the site's `zoho.max_concurrency` at 10 (`--concurrency`), next to its floor: Chargebee pages in
+sequence x latency + the floor's Zoho calls / allowed concurrency x latency. (1M would take a clean first
+sync of its own, about 45 minutes at that latency; it is not run.) And a daily credit budget smaller than a
+first sync (`--budget-size`, default 10k customers; `--budget`, default 40 % of what the unbudgeted first
+sync of the same site spent): run after run, a day passing between them, until one is not stopped by the
+budget; credits per run (as the sandbox counted them), errors, and Zoho's records against the unbudgeted
+sync's.
+
+Prints one table and the issues' targets, each met or missed with the measured value, and writes the same
 figures as JSON. Usage:
 
     .venv/bin/python bench/scale.py [--sizes 10000,100000,1000000] [--reuse DIR] [--json PATH]
+        [--latency-sizes 10000,100000] [--latency-ms 100] [--budget-size 10000]
 
 `--reuse DIR` keeps, per size, the state right after the first sync (its CBZOHO_HOME and the first sync's
 figures) and later runs start from it: a fresh sandbox is loaded from that warehouse, read-only (the raw
@@ -77,7 +89,10 @@ FLOOR_NOTE = ("floor = Chargebee: max(1, ceil(changed/100)) pages per object; Zo
               "module; Zoho reads: 1 per module on a first sync of an empty org, else 2 per module (changes and "
               "deletions since the cursor); metadata and token calls are not in the floor")
 SETTINGS = {"sites": {SITE: {"sandbox": True, "autosync": False, "chargebee": {"site": SITE},
-                             "zoho": {"environment": "sandbox", "sandbox_org": ORG},
+                             # limits lifted (see Sandbox.raise_limits), the site's credit budget too: the
+                             # sizes measure the sync, not the limiter (the budget has a scenario of its own)
+                             "zoho": {"environment": "sandbox", "sandbox_org": ORG,
+                                      "daily_credit_budget": 1_000_000_000},
                              "rules": {"deal_owner_email": "admin@acme.example"}}}}
 
 
@@ -207,9 +222,10 @@ def cbzoho_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "cbzoho_pipeline.cli"]
 
 
-def load_clean_site(sandbox: Sandbox, n: int) -> dict[str, Any]:
+def load_clean_site(sandbox: Sandbox, n: int, base: int | None = None) -> dict[str, Any]:
+    """The clean site of N customers; `base` (the first customer's created_at) makes two loads identical."""
     now = sandbox.now()
-    base = now - 40 * 86400
+    base = base if base is not None else now - 40 * 86400
     started = time.perf_counter()
     for lo in range(0, n, LOAD_CHUNK):
         hi = min(n, lo + LOAD_CHUNK)
@@ -915,6 +931,152 @@ def measure_size(state: SizeState, settings_file: Path, settle: float = 0.0) -> 
     return figures
 
 
+# ============================================================================================== issue 9
+STANDARD_CONCURRENCY = 10  # calls in flight a Standard edition org allows (reference §20); also its sub-concurrency
+BUDGET_SHARE = 0.4  # the budget scenario's budget, as a share of what the unbudgeted first sync spent
+VOLATILE = {"id", "Created_Time", "Modified_Time", "Created_By", "Modified_By", "Owner"}
+
+
+def zoho_state(sandbox: Sandbox) -> dict[str, Counter]:
+    """Zoho's records as comparable values: ids, stamps and owner left out, lookups by the name they show."""
+    state: dict[str, Counter] = {}
+    for module in MODULES:
+        rows: Counter = Counter()
+        for record in sandbox.call("GET", f"zoho/{ORG}/records/{module}")["data"]:
+            rows[tuple(sorted(
+                (k, json.dumps((v.get("name") or v.get("id")) if isinstance(v, dict) else v, sort_keys=True,
+                               default=str))
+                for k, v in record.items() if k not in VOLATILE and v not in (None, "", [], {})))] += 1
+        state[module] = rows
+    return state
+
+
+def state_diff(got: dict[str, Counter], want: dict[str, Counter]) -> dict[str, dict[str, int]]:
+    """Per module: records held more often than wanted, wanted but missing, and held but not wanted."""
+    return {m: {"duplicates": sum(got[m][k] - want[m][k] for k in want[m] if got[m][k] > want[m][k]),
+                "missing": sum(want[m][k] - got[m][k] for k in want[m] if got[m][k] < want[m][k]),
+                "extra": sum(n for k, n in got[m].items() if k not in want[m])} for m in MODULES}
+
+
+def fresh_site(root: Path, zoho: dict[str, Any]) -> tuple[Path, Path, Path]:
+    """A new CBZOHO_HOME, DAGSTER_HOME and settings file (the benchmark's site with these zoho settings)."""
+    shutil.rmtree(root, ignore_errors=True)
+    home, dagster_home = root / "home", root / "dagster_home"
+    dagster_home.mkdir(parents=True)
+    shutil.copy(REPO / "dagster.yaml", dagster_home / "dagster.yaml")
+    settings = json.loads(json.dumps(SETTINGS))
+    settings["sites"][SITE]["zoho"].update(zoho)
+    settings_file = root / "cbzoho.yaml"
+    settings_file.write_text(json.dumps(settings))
+    return home, dagster_home, settings_file
+
+
+def measured_run(label: str, env: dict[str, str], root: Path, sandbox: Sandbox, dagster_home: Path) -> dict[str, Any]:
+    run = run_sync(label, env, root, sandbox)
+    stats = sandbox.call("GET", "stats")["zoho"][ORG]  # statistics were reset when the run started
+    steps, metadata = dagster_steps(dagster_home, run["run_id"]) if run["run_id"] else ([], {})
+    run["steps"] = step_figures(run, steps)
+    run["per_module"] = per_module(run["steps"], metadata)
+    run.update(summarise_calls(run["calls"]))
+    run["max_in_flight"] = stats["max_in_flight"]
+    for private in ("_polls", "_samples"):
+        run.pop(private)
+    return run
+
+
+def measure_latency(n: int, latency_ms: float, concurrency: int, root: Path) -> dict[str, Any]:
+    """A first sync of the clean site with every Chargebee and Zoho call `latency_ms` late, against a
+    Standard org (10 calls at once) and a site allowed `concurrency` calls in flight, next to its floor."""
+    home, dagster_home, settings_file = fresh_site(root, {"max_concurrency": concurrency})
+    sandbox = Sandbox(root)
+    try:
+        sandbox.raise_limits()
+        sandbox.call("POST", f"zoho/{ORG}/settings", {"concurrency_limit": STANDARD_CONCURRENCY,
+                                                      "sub_concurrency_limit": STANDARD_CONCURRENCY})
+        dataset = load_clean_site(sandbox, n)
+        for api in ("chargebee", "zoho"):
+            sandbox.call("POST", "faults", {"api": api, "latency_ms": latency_ms})
+        log(f"{n:,} at {latency_ms:g} ms per call: first sync ...")
+        run = measured_run("first-latency", sync_env(sandbox, home, dagster_home, settings_file), root, sandbox,
+                           dagster_home)
+    finally:
+        sandbox.stop()
+    change = changes_for("first", n, 0)
+    floor = floor_for("first", change)
+    allowed = min(concurrency, STANDARD_CONCURRENCY)
+    seconds = latency_ms / 1000
+    floor_s = (floor["chargebee"] + (floor["zoho_reads"] + floor["zoho_writes"]) / allowed) * seconds
+    push_s = round(sum(s["wall_s"] for s in run["steps"] if s["step"].startswith("synced_")), 1)
+    run.update(kind="first", changed=change, floor=floor, customers=n, latency_ms=latency_ms, concurrency=allowed,
+               dataset=dataset, floor_s=round(floor_s, 1), ratio=round(run["wall_s"] / floor_s, 2),
+               push_s=push_s, push_floor_s=round(floor["zoho_writes"] / allowed * seconds, 1))
+    log(f"{n:,} at {latency_ms:g} ms: {run['wall_s']} s against a floor of {run['floor_s']} s ({run['ratio']}x); "
+        f"push {push_s} s (floor {run['push_floor_s']} s); {run['max_in_flight']} calls in flight at most")
+    return run
+
+
+def age_ledger(warehouse: Path, hours: int = 25) -> None:
+    """A day passes for the site's credit ledger."""
+    import duckdb
+
+    con = duckdb.connect(str(warehouse))
+    try:
+        con.execute(f"UPDATE credit_ledger SET spent_at = spent_at - INTERVAL {int(hours)} HOUR")
+    finally:
+        con.close()
+
+
+def measure_budget(n: int, budget: int, root: Path, max_runs: int = 30) -> dict[str, Any]:
+    """An unbudgeted first sync of the clean site, then the same site from scratch with a daily credit budget
+    smaller than that sync: one run after another, a day passing between them (the site's ledger moved back
+    25 hours, the sandbox's credit window zeroed with its statistics), until a run is not stopped by the
+    budget; then Zoho's records against the unbudgeted sync's."""
+    out: dict[str, Any] = {"customers": n}
+    home, dagster_home, settings_file = fresh_site(root / "unbudgeted", {})
+    sandbox = Sandbox(root / "unbudgeted")
+    try:
+        sandbox.raise_limits()
+        out["base"] = base = sandbox.now() - 40 * 86400
+        load_clean_site(sandbox, n, base)
+        log(f"budget scenario, {n:,}: the unbudgeted first sync ...")
+        reference = measured_run("unbudgeted", sync_env(sandbox, home, dagster_home, settings_file),
+                                 root / "unbudgeted", sandbox, dagster_home)
+        want = zoho_state(sandbox)
+    finally:
+        sandbox.stop()
+    out["budget"] = budget = budget or max(1, round(reference["credits"] * BUDGET_SHARE))
+    out["unbudgeted"] = {"wall_s": reference["wall_s"], "credits": reference["credits"],
+                         "open_errors": reference["open_errors"], "zoho_writes": reference["zoho_writes"]}
+    home, dagster_home, settings_file = fresh_site(root / "budgeted", {"daily_credit_budget": budget})
+    sandbox = Sandbox(root / "budgeted")
+    runs = []
+    try:
+        sandbox.raise_limits()
+        load_clean_site(sandbox, n, base)
+        env = sync_env(sandbox, home, dagster_home, settings_file)
+        for i in range(1, max_runs + 1):
+            run = measured_run(f"budget-{i}", env, root / "budgeted", sandbox, dagster_home)
+            counts = run["counts"]
+            row = {"run": i, "wall_s": run["wall_s"], "credits": run["credits"], "exit_code": run["exit_code"],
+                   "failure": run["failure"], "open_errors": run["open_errors"], "zoho_writes": run["zoho_writes"],
+                   "writes_per_module": {m: run["per_module"][m]["writes"] for m in MODULES},
+                   "stopped": any(bool(c.get("budget_stopped")) for c in counts.values() if isinstance(c, dict)),
+                   "deferred": sum(int(c.get("deferred") or 0) for c in counts.values() if isinstance(c, dict)),
+                   "created": sum(int(c.get("created") or 0) for c in counts.values() if isinstance(c, dict))}
+            runs.append(row)
+            log(f"budget scenario, run {i}: {row['credits']} credits of {budget}, {row['created']} created, "
+                f"{row['deferred']} left for the next run")
+            if row["exit_code"] not in (0, 1) or not row["stopped"]:
+                break
+            age_ledger(home / "sites" / SITE / "cbzoho.duckdb")
+        out["diff"] = state_diff(zoho_state(sandbox), want)
+    finally:
+        sandbox.stop()
+    out["runs"] = runs
+    out["identical"] = all(v == 0 for d in out["diff"].values() for v in d.values())
+    return out
+
+
 # ============================================================================================== report
 def fmt(value: Any) -> str:
     if value is None:
@@ -1074,6 +1236,48 @@ def targets(sizes: list[dict[str, Any]], plans: list[dict[str, Any]]) -> list[di
     return out
 
 
+def issue9_targets(sizes: list[dict[str, Any]], latency: list[dict[str, Any]],
+                   budget: dict[str, Any] | None) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+
+    def add(name: str, met: bool | None, value: str) -> None:
+        out.append({"target": name, "met": met, "value": value})
+
+    for r in latency:
+        add(f"first sync {r['customers']:,} at {r['latency_ms']:g} ms per call: <= 1.25 x floor",
+            r["ratio"] <= 1.25, f"{r['wall_s']} s vs floor {r['floor_s']} s = {r['ratio']}x (push steps "
+                                f"{r['push_s']} s vs {r['push_floor_s']} s; {r['max_in_flight']} calls in flight "
+                                f"at most, {r['served_429']} answered 429)")
+    if not any(r["customers"] >= 100_000 for r in latency):
+        add("first sync 100,000 at 100 ms per call: <= 1.25 x floor", None, "not run")
+    checked = [(f"{s['customers']:,} {r['kind']}", r) for s in sizes for r in s["runs"] if not r.get("failure")]
+    checked += [(f"{r['customers']:,} first at {r['latency_ms']:g} ms", r) for r in latency]
+    worst = []
+    for label, r in checked:
+        over = [f"{m} {r['per_module'][m]['writes']} > {math.ceil(r['changed'][m] / 100) + 1}" for m in MODULES
+                if r["per_module"][m]["writes"] > math.ceil(r["changed"][m] / 100) + 1]
+        worst += [f"{label}: {o}" for o in over]
+    if checked:
+        add("Zoho write calls <= ceil(changed/100) + 1 per module in every scenario", not worst,
+            "; ".join(worst) if worst else f"{len(checked)} syncs checked, per module at most "
+            + str(max(r["per_module"][m]["writes"] - math.ceil(r["changed"][m] / 100) for _, r in checked
+                      for m in MODULES)) + " call over ceil(changed/100)")
+    if budget:
+        runs = budget["runs"]
+        add(f"budgeted first sync ({budget['customers']:,}, budget {budget['budget']:,}): credits used per run <= "
+            "the budget", all(r["credits"] <= budget["budget"] for r in runs),
+            f"{[r['credits'] for r in runs]} over {len(runs)} runs")
+        add("budgeted first sync: final Zoho state identical to the unbudgeted run", budget["identical"],
+            "; ".join(f"{m} {d}" for m, d in budget["diff"].items()))
+        clean = all(r["exit_code"] == 0 and r["open_errors"] == budget["unbudgeted"]["open_errors"] for r in runs)
+        add("budgeted first sync: 0 errors from the budget", clean,
+            f"exit codes {[r['exit_code'] for r in runs]}, open errors {[r['open_errors'] for r in runs]} (the "
+            f"unbudgeted run: {budget['unbudgeted']['open_errors']})")
+    else:
+        add("budgeted first sync", None, "not run")
+    return out
+
+
 def site_lines(result: dict[str, Any]) -> list[str]:
     """How each size's site was built (or restored), so the table can be read without the JSON."""
     lines = []
@@ -1103,11 +1307,62 @@ def site_lines(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def throughput_lines(runs: list[dict[str, Any]]) -> list[str]:
+    if not runs:
+        return []
+    header = ("customers", "latency ms", "calls in flight (allowed / seen)", "wall s", "floor s", "wall / floor",
+              "Chargebee pages", "Zoho reads (meta) / writes (A/C/D)", "push steps s (floor)", "429s", "credits")
+    lines = ["## First sync at the APIs' latency (issue 9)", "",
+             "A fresh sandbox with the clean site; every Chargebee and Zoho call answered `latency ms` late; the "
+             f"Zoho org a Standard edition one ({STANDARD_CONCURRENCY} calls at once), the site's "
+             "`zoho.max_concurrency` at the allowed concurrency. Floor = Chargebee pages in sequence x latency + "
+             "Zoho calls of the floor (1 read per module, ceil(changed/100) writes per module) / allowed "
+             "concurrency x latency.", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in runs:
+        pm = r["per_module"]
+        lines.append("| " + " | ".join([
+            fmt(r["customers"]), fmt(r["latency_ms"]), f"{r['concurrency']} / {r['max_in_flight']}",
+            fmt(r["wall_s"]), fmt(r["floor_s"]), fmt(r["ratio"]),
+            f"{r['chargebee_pages']['customers']:,} + {r['chargebee_pages']['subscriptions']:,}",
+            f"{fmt(r['zoho_reads'])} ({r['zoho_metadata_reads']}) / {fmt(r['zoho_writes'])} "
+            f"({'/'.join(fmt(pm[m]['writes']) for m in MODULES)})",
+            f"{fmt(r['push_s'])} ({fmt(r['push_floor_s'])})", fmt(r["served_429"]), fmt(r["credits"])]) + " |")
+    lines += ["", "Per step (wall s): " + "; ".join(
+        f"{r['customers']:,}: " + ", ".join(f"{st['step']} {fmt(st['wall_s'])}" for st in r["steps"]) for r in runs),
+        ""]
+    return lines
+
+
+def budget_lines(scenario: dict[str, Any] | None) -> list[str]:
+    if not scenario:
+        return []
+    ref, budget = scenario["unbudgeted"], scenario["budget"]
+    lines = ["## A daily credit budget smaller than the first sync (issue 9)", "",
+             f"The clean site of {scenario['customers']:,} customers. Unbudgeted, its first sync spent "
+             f"{ref['credits']:,} credits ({ref['zoho_writes']:,} Zoho writes, {fmt(ref['wall_s'])} s). The same site "
+             f"from scratch with `zoho.daily_credit_budget: {budget:,}`, one run after another with a day passing "
+             "in between (the site's ledger moved back 25 hours; the sandbox's credit window zeroed with its "
+             "statistics), until a run was not stopped by the budget:", "",
+             "| run | wall s | credits (sandbox) | created | left for the next run | stopped at the budget | "
+             "exit | open errors | Zoho writes (A/C/D) |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in scenario["runs"]:
+        lines.append(f"| {r['run']} | {fmt(r['wall_s'])} | {fmt(r['credits'])} | {fmt(r['created'])} | "
+                     f"{fmt(r['deferred'])} | {'yes' if r['stopped'] else 'no'} | {r['exit_code']} | "
+                     f"{r['open_errors']} | {fmt(r['zoho_writes'])} "
+                     f"({'/'.join(fmt(r['writes_per_module'][m]) for m in MODULES)}) |")
+    diff = ", ".join(f"{m}: {d['duplicates']} duplicated, {d['missing']} missing, {d['extra']} extra"
+                     for m, d in scenario["diff"].items())
+    lines += ["", f"Zoho's records after the last run against the unbudgeted sync's: "
+                  f"{'identical' if scenario['identical'] else 'DIFFERENT'} ({diff}).", ""]
+    return lines
+
+
 def report(result: dict[str, Any]) -> str:
     loads = [x for s in result["sizes"] for r in s["runs"] if not r.get("reused_from")
              for x in r.get("load_average_1m", [])]
     lines = [
-        "# Scale benchmark (issue 8)", "",
+        "# Scale benchmark (issues 8 and 9)", "",
         f"`{result['command']}` — {result['date']}; {result['machine']}; whole run {fmt(result['total_seconds'])} s"
         + (f"; 1-minute load average around the syncs run here {min(loads):g}–{max(loads):g}" if loads else "")
         + ".", "",
@@ -1137,7 +1392,8 @@ def report(result: dict[str, Any]) -> str:
               f"interpreter and imports (about {baseline} MiB). 'same counts' compares the creates and updates "
               "per module of both.", ""]
     lines += step_lines(result["sizes"])
-    lines += ["", "## Targets", ""]
+    lines += [""] + throughput_lines(result.get("latency", [])) + budget_lines(result.get("budget"))
+    lines += ["## Targets", ""]
     for t in result["targets"]:
         mark = {True: "met", False: "MISSED", None: "not measured"}[t["met"]]
         lines.append(f"- {t['target']}: **{mark}** — {t['value']}")
@@ -1159,8 +1415,19 @@ def main() -> int:
                              "sync reads back its own writes before it ends, so the next one has nothing to catch "
                              "up on)")
     parser.add_argument("--workdir", help="working folder (default: a temporary one, removed at the end)")
+    parser.add_argument("--latency-sizes", default="10000,100000",
+                        help="customer counts of the first sync with every call late (issue 9); empty: none")
+    parser.add_argument("--latency-ms", type=float, default=100.0, help="how late every call is answered")
+    parser.add_argument("--concurrency", type=int, default=STANDARD_CONCURRENCY,
+                        help="the site's zoho.max_concurrency in the latency runs")
+    parser.add_argument("--budget-size", type=int, default=10_000,
+                        help="customers of the credit-budget scenario (issue 9); 0: none")
+    parser.add_argument("--budget", type=int, default=0,
+                        help=f"its daily credit budget (default {BUDGET_SHARE:.0%} of what its unbudgeted first "
+                             "sync spends)")
     args = parser.parse_args()
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
+    latency_sizes = [int(s.replace("_", "")) for s in args.latency_sizes.split(",") if s.strip()]
     command = "python bench/scale.py " + " ".join(sys.argv[1:])
 
     with contextlib.ExitStack() as stack:
@@ -1204,15 +1471,21 @@ def main() -> int:
                 synthetic.unlink()
                 log(f"  SQL {plan['sql_s']} s / {plan['sql_peak_rss_mib']} MiB, pandas {plan['pandas_s']} s / "
                     f"{plan['pandas_peak_rss_mib']} MiB")
+        latency = []
+        for n in latency_sizes:
+            latency.append(measure_latency(n, args.latency_ms, args.concurrency, workdir / f"latency-{n}"))
+        budget = None
+        if args.budget_size:
+            budget = measure_budget(args.budget_size, args.budget, workdir / "budget")
         result = {
             "command": command, "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": f"{os.cpu_count()} cores, "
                        f"{round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB",
             "total_seconds": round(time.perf_counter() - started, 1),
             "naive_formula": NAIVE_FORMULA, "floor": FLOOR_NOTE, "settle_s": args.settle,
-            "sizes": results, "plans": plans,
+            "sizes": results, "plans": plans, "latency": latency, "budget": budget,
         }
-        result["targets"] = targets(results, plans)
+        result["targets"] = targets(results, plans) + issue9_targets(results, latency, budget)
         text = report(result)
         print(text, end="")
         if args.json:
