@@ -388,13 +388,28 @@ synced_deals = _push_asset("Deals", [sync_plan, synced_contacts])
 def zoho_read_back(context: dg.AssetExecutionContext, zoho: ZohoResource,
                    warehouse: WarehouseResource) -> dg.MaterializeResult:
     site = site_for(context)
+    run_id = context.run.run_id
     read: dict[str, int] = {}
+    skipped: list[str] = []
     with plain_failures(site), warehouse.open(site.name, log=context.log.warning) as wh:
         client = zoho.client(site, log=context.log.info)
+        push_store.ensure_ledger(wh)
+        credits.record_spend(wh, client, run_id, "zoho_read_back")  # what this process spent before
+        budget = credits.site_budget(wh, client, site.zoho_daily_credit_budget, context.log.info)
         for module in ("Accounts", "Contacts", "Deals"):
+            read[module] = 0
+            cost = snapshot.read_back_cost(wh, module)
+            if cost and push_store.credits_spent_since(wh, utcnow() - credits.WINDOW) + cost > budget.limit:
+                # Reading back only saves the next run reads; past the budget it is left to that run.
+                context.log.info(f"{module}: not read back: {cost} credits would pass the daily credit budget "
+                                 f"({budget.limit:,}); the next run reads these changes")
+                skipped.append(module)
+                continue
             result = snapshot.read_back(wh, client, module, _snapshot_fields(site, wh, module), log=context.log.info)
+            credits.record_spend(wh, client, run_id, "zoho_read_back")
             read[module] = result.fetched if result is not None else 0
-    return dg.MaterializeResult(metadata={f"read_back_{m.lower()}": n for m, n in read.items()})
+    return dg.MaterializeResult(metadata={**{f"read_back_{m.lower()}": n for m, n in read.items()},
+                                          **({"skipped_for_budget": ", ".join(skipped)} if skipped else {})})
 
 
 SYNC_ASSETS = [

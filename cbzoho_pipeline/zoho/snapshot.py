@@ -148,6 +148,13 @@ def refresh(
     return result
 
 
+def read_back_cost(wh: Warehouse, module: str) -> int:
+    """The credits `read_back` would spend on `module` now: 3 per 2,000 records through COQL (0 when it
+    would not read)."""
+    written = wh.writes_since_cursor(module, f"zoho.{module}")
+    return 0 if written < READ_BACK_FROM else 3 * -(-written // 2000)
+
+
 def read_back(
     wh: Warehouse,
     client: Any,
