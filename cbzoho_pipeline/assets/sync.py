@@ -18,11 +18,9 @@ from cbzoho_pipeline.chargebee.resources import ChargebeeResource
 from cbzoho_pipeline.settings import Site, load_settings
 from cbzoho_pipeline.sync import org as org_meta
 from cbzoho_pipeline.sync import plan as core
-from cbzoho_pipeline.sync.inputs import plan_site
 from cbzoho_pipeline.sync import credits
+from cbzoho_pipeline.sync.inputs import plan_site
 from cbzoho_pipeline.sync.push import push_module
-from cbzoho_pipeline.warehouse import push_store
-from cbzoho_pipeline.warehouse.db import utcnow
 from cbzoho_pipeline.warehouse.resources import WarehouseResource, disconnection
 from cbzoho_pipeline.warehouse.status import publish_status
 from cbzoho_pipeline.zoho import snapshot
@@ -237,7 +235,6 @@ def _snapshot_asset(module: str):
             fields = _snapshot_fields(site, wh, module)
             client = zoho.client(site, log=context.log.info)
             result = snapshot.refresh(wh, client, module, fields, full=config.full_resync, log=context.log.info,
-                                      clock=client.server_now,
                                       expected_changes=wh.writes_since_cursor(module, f"zoho.{module}"))
         return dg.MaterializeResult(metadata={
             "dagster/row_count": result.total, "fetched": result.fetched, "deleted": result.deleted,
@@ -299,18 +296,6 @@ def _require_plan_of_this_run(context: dg.AssetExecutionContext, plan: tuple[str
     )
 
 
-def _credit_budget(wh: Any, client: Any, site: Site, run_id: str, step: str,
-                   log: Any) -> tuple[credits.CreditBudget, str]:
-    """The push's credit budget: what the site spent in the last 24 hours (this run's reads written to the
-    ledger first) against its daily budget."""
-    push_store.ensure_ledger(wh)
-    info = credits.site_budget(wh, client, site.zoho_daily_credit_budget, log)
-    credits.record_spend(wh, client, run_id, step)
-    spent = push_store.credits_spent_since(wh, utcnow() - credits.WINDOW)
-    log(f"credit budget: {spent:,} of {info.limit:,} spent in the last 24 hours ({info.source})")
-    return credits.CreditBudget(info.limit, spent, client), info.source
-
-
 def _push_asset(module: str, deps: list):
     name = f"synced_{module.lower()}"
 
@@ -334,7 +319,8 @@ def _push_asset(module: str, deps: list):
             _require_plan_of_this_run(context, wh.latest_plan())
             org = org_meta.describe_org(wh.meta("metadata"))
             client = zoho.client(site, log=context.log.info)
-            budget, budget_source = _credit_budget(wh, client, site, run_id, name, context.log.info)
+            budget, budget_info = credits.open_budget(wh, client, site.zoho_daily_credit_budget, run_id, name,
+                                                      context.log.info)
             counts = push_module(wh, client, module, run_id, external_field=org["contact_external_field"],
                                  log=context.log.info, concurrency=site.zoho_max_concurrency, budget=budget)
             credits.record_spend(wh, client, run_id, name)
@@ -358,7 +344,7 @@ def _push_asset(module: str, deps: list):
         return dg.MaterializeResult(
             metadata={**counts.as_metadata(), "open_errors": failing, "concurrency": site.zoho_max_concurrency,
                       "credits_used_24h": spent, "credit_budget": budget.limit,
-                      "credit_budget_source": budget_source},
+                      "credit_budget_source": budget_info.source},
             check_results=[dg.AssetCheckResult(
                 check_name="sync_errors", passed=not error_rows,
                 severity=dg.AssetCheckSeverity.ERROR if failing else dg.AssetCheckSeverity.WARN,
@@ -377,7 +363,6 @@ synced_contacts = _push_asset("Contacts", [sync_plan, synced_accounts])
 synced_deals = _push_asset("Deals", [sync_plan, synced_contacts])
 
 
-
 @dg.asset(
     **_common("push"),
     tags={"source": "zoho"},
@@ -393,21 +378,15 @@ def zoho_read_back(context: dg.AssetExecutionContext, zoho: ZohoResource,
     skipped: list[str] = []
     with plain_failures(site), warehouse.open(site.name, log=context.log.warning) as wh:
         client = zoho.client(site, log=context.log.info)
-        push_store.ensure_ledger(wh)
-        credits.record_spend(wh, client, run_id, "zoho_read_back")  # what this process spent before
-        budget = credits.site_budget(wh, client, site.zoho_daily_credit_budget, context.log.info)
+        budget, _info = credits.open_budget(wh, client, site.zoho_daily_credit_budget, run_id, "zoho_read_back",
+                                            context.log.info)
         for module in ("Accounts", "Contacts", "Deals"):
-            read[module] = 0
-            cost = snapshot.read_back_cost(wh, module)
-            if cost and push_store.credits_spent_since(wh, utcnow() - credits.WINDOW) + cost > budget.limit:
-                # Reading back only saves the next run reads; past the budget it is left to that run.
-                context.log.info(f"{module}: not read back: {cost} credits would pass the daily credit budget "
-                                 f"({budget.limit:,}); the next run reads these changes")
-                skipped.append(module)
-                continue
-            result = snapshot.read_back(wh, client, module, _snapshot_fields(site, wh, module), log=context.log.info)
-            credits.record_spend(wh, client, run_id, "zoho_read_back")
+            result = snapshot.read_back(wh, client, module, _snapshot_fields(site, wh, module),
+                                        affords=budget.affords, log=context.log.info)
             read[module] = result.fetched if result is not None else 0
+            if result is not None and result.skipped:
+                skipped.append(module)
+            credits.record_spend(wh, client, run_id, "zoho_read_back")
     return dg.MaterializeResult(metadata={**{f"read_back_{m.lower()}": n for m, n in read.items()},
                                           **({"skipped_for_budget": ", ".join(skipped)} if skipped else {})})
 

@@ -98,6 +98,17 @@ def site_budget(wh: Warehouse, client: Any, configured: int | None, log=lambda _
     return BudgetInfo(max(1, int(allowance * DEFAULT_SHARE)), f"{DEFAULT_SHARE:.0%} of the org's {how}")
 
 
+def open_budget(wh: Warehouse, client: Any, configured: int | None, run_id: str, step: str,
+                log=lambda _m: None) -> tuple[CreditBudget, BudgetInfo]:
+    """The site's budget for what `step` is about to spend: what the site spent in the last 24 hours (this
+    process's calls so far written to the ledger first) against its daily budget."""
+    info = site_budget(wh, client, configured, log)
+    record_spend(wh, client, run_id, step)
+    spent = push_store.credits_spent_since(wh, utcnow() - WINDOW)
+    log(f"credit budget: {spent:,} of {info.limit:,} spent in the last 24 hours ({info.source})")
+    return CreditBudget(info.limit, spent, client), info
+
+
 # The part of each client's `credits_spent` already written to a ledger (clients are kept per site).
 _RECORDED: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
 _RECORDED_LOCK = threading.Lock()

@@ -56,7 +56,7 @@ from cbzoho_pipeline.sync.credits import BudgetReached, CreditBudget
 from cbzoho_pipeline.sync.plan import ACCOUNTS, CONTACTS, DEALS, MODULES, reconcile_pending
 from cbzoho_pipeline.warehouse import push_store
 from cbzoho_pipeline.warehouse.db import Warehouse, utcnow
-from cbzoho_pipeline.zoho.client import RecordResult, ZohoOutcomeUnknown, coql_literal
+from cbzoho_pipeline.zoho.client import RecordResult, ZohoOutcomeUnknown, coql_literal, write_credits
 
 BATCH_SIZE = 100
 # Records written through to the snapshot in one statement (see _Store.flush).
@@ -124,7 +124,7 @@ class _Batch:
 
     @property
     def credits(self) -> int:
-        return -(-self.size // 10)
+        return write_credits(self.size)
 
 
 @dataclass
@@ -401,12 +401,12 @@ def _store(wh: Warehouse, client: ZohoWriter, module: str, run_id: str, answers:
             log_entries.append((module, key, operation, zoho_id, "success", result.code, None))
     with wh.transaction():
         wh.set_links(module, successes)
-        push_store.clear_errors(wh, module, [k for k, _ in successes])
-        push_store.clear_pending(wh, module, settled_creates)
+        wh.clear_errors(module, [k for k, _ in successes])
+        wh.clear_pending(module, settled_creates)
         push_store.forget_journalled(wh, module, unsent_creates, since)
         wh.log(run_id, log_entries)
         wh.record_errors(run_id, module, failures)
-        push_store.mark_pushed(wh, module, answered)
+        wh.mark_pushed(module, answered)
         credits.record_spend(wh, client, run_id, f"synced_{module.lower()}")
     counts.errors += len(failures)
     return snapshot

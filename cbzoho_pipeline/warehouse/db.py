@@ -164,6 +164,8 @@ CREATE TABLE IF NOT EXISTS sync_log (
 CREATE TABLE IF NOT EXISTS sync_errors (
     module VARCHAR, source_key VARCHAR, code VARCHAR, message VARCHAR, details JSON, first_seen TIMESTAMPTZ,
     last_seen TIMESTAMPTZ, run_id VARCHAR, PRIMARY KEY (module, source_key));
+-- API credits spent per call site (see sync/credits.py); rows older than 3 days are dropped.
+CREATE TABLE IF NOT EXISTS credit_ledger (spent_at TIMESTAMPTZ, run_id VARCHAR, step VARCHAR, credits INTEGER);
 CREATE TABLE IF NOT EXISTS runs (
     run_id VARCHAR PRIMARY KEY, started_at TIMESTAMPTZ, finished_at TIMESTAMPTZ, status VARCHAR, counts JSON);
 """
@@ -211,6 +213,12 @@ def _cb_flatten(table: str, source: str, *, typed_only: bool = False) -> tuple[l
         # An object without `deleted` is not deleted (as Chargebee omits false optional flags).
         exprs.append(f"coalesce({value}, false) AS {name}" if name == "deleted" else f"{value} AS {name}")
     return [name for name, _path, _type in columns], ", ".join(exprs)
+
+
+# How a sync error is stored over an earlier one of the same record: its first_seen stays.
+SYNC_ERROR_UPSERT = """ON CONFLICT (module, source_key) DO UPDATE SET code = excluded.code,
+    message = excluded.message, details = excluded.details, last_seen = excluded.last_seen,
+    run_id = excluded.run_id, severity = excluded.severity"""
 
 
 # The refreshed_at of a record we created: no plan needs to look at it for the sake of its creation.
@@ -555,11 +563,6 @@ class Warehouse:
         rows = self.con.execute("SELECT data FROM zoho_records WHERE module = ? ORDER BY id", [module]).fetchall()
         return [json.loads(r[0]) for r in rows]
 
-    def zoho_records_by_id(self, module: str, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-        rows = self.con.execute("SELECT id, data FROM zoho_records WHERE module = ? AND list_contains(?, id)",
-                                [module, [str(i) for i in ids]]).fetchall()
-        return {r[0]: json.loads(r[1]) for r in rows}
-
     def set_meta(self, kind: str, data: Any) -> None:
         self.con.execute("INSERT OR REPLACE INTO zoho_meta VALUES (?, ?::JSON, ?)", [kind, json.dumps(data), utcnow()])
 
@@ -742,39 +745,18 @@ class Warehouse:
         rows = self.con.execute("SELECT plan_id, created_at FROM plans ORDER BY created_at DESC LIMIT 1").fetchall()
         return (rows[0][0], rows[0][1]) if rows else None
 
-    def plan_rows(self, module: str, actions: tuple[str, ...] | None = None, *, unpushed: bool = True) -> list[dict]:
-        sql = "SELECT * FROM plan WHERE module = ?"
-        params: list[Any] = [module]
-        if actions:
-            sql += " AND list_contains(?, action)"
-            params.append(list(actions))
-        if unpushed:
-            sql += " AND NOT pushed"
-        rows = self.df(sql + " ORDER BY source_key", params).to_dict("records")
-        for row in rows:
-            for col in ("payload", "changed_fields", "refs"):
-                row[col] = json.loads(row[col]) if isinstance(row[col], str) else row[col]
-        return rows
-
     def mark_pushed(self, module: str, keys: Iterable[str]) -> None:
         keys = list(keys)
         if keys:
-            self.con.execute("UPDATE plan SET pushed = TRUE WHERE module = ? AND list_contains(?, source_key)",
-                             [module, keys])
+            self.con.execute("UPDATE plan SET pushed = TRUE WHERE module = $m AND source_key IN (SELECT unnest($k))",
+                             {"m": module, "k": keys})
 
     # ----------------------------------------------------------------------------------------- journal
-    def add_pending(self, module: str, items: list[tuple[str, dict[str, Any]]]) -> None:
-        now = utcnow()
-        self._bulk("INSERT OR REPLACE INTO pending_creates "
-                   "SELECT module, source_key, payload::JSON, sent_at FROM batch",
-                   ["module", "source_key", "payload", "sent_at"],
-                   [(module, key, json.dumps(payload, ensure_ascii=False), now) for key, payload in items])
-
     def clear_pending(self, module: str, keys: Iterable[str]) -> None:
         keys = list(keys)
         if keys:
-            self.con.execute("DELETE FROM pending_creates WHERE module = ? AND list_contains(?, source_key)",
-                             [module, keys])
+            self.con.execute("DELETE FROM pending_creates WHERE module = $m AND source_key IN (SELECT unnest($k))",
+                             {"m": module, "k": keys})
 
     def pending(self, module: str) -> list[tuple[str, dict[str, Any]]]:
         rows = self.con.execute("SELECT source_key, payload FROM pending_creates WHERE module = ?", [module]).fetchall()
@@ -810,10 +792,7 @@ class Warehouse:
             """INSERT INTO sync_errors (module, source_key, code, message, details, first_seen, last_seen, run_id,
                                         severity)
                SELECT module, source_key, code, message, details::JSON, first_seen, last_seen, run_id, severity
-               FROM batch
-               ON CONFLICT (module, source_key) DO UPDATE SET code = excluded.code, message = excluded.message,
-               details = excluded.details, last_seen = excluded.last_seen, run_id = excluded.run_id,
-               severity = excluded.severity""",
+               FROM batch """ + SYNC_ERROR_UPSERT,
             ["module", "source_key", "code", "message", "details", "first_seen", "last_seen", "run_id", "severity"],
             [(module, key, code, message, json.dumps(details or {}, ensure_ascii=False), now, now, run_id, severity)
              for key, code, message, details in errors],
@@ -822,8 +801,8 @@ class Warehouse:
     def clear_errors(self, module: str, keys: Iterable[str]) -> None:
         keys = list(keys)
         if keys:
-            self.con.execute("DELETE FROM sync_errors WHERE module = ? AND list_contains(?, source_key)",
-                             [module, keys])
+            self.con.execute("DELETE FROM sync_errors WHERE module = $m AND source_key IN (SELECT unnest($k))",
+                             {"m": module, "k": keys})
 
     def errors(self, module: str | None = None) -> pd.DataFrame:
         """Open sync errors and warnings. `chargebee_id` names the Chargebee records concerned: the record's

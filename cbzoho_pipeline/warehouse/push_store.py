@@ -7,8 +7,8 @@ staged once, in the order they will be sent, into the temp table `push_todo` (nu
 range of numbers); and the answers of the batches that came back are stored together, each statement
 joining on the keys of those batches only.
 
-It also keeps the ledger of API credits spent per site (`credit_ledger`), which the credit budget reads
-(see sync/credits.py).
+It also keeps the ledger of API credits spent per site (the warehouse table `credit_ledger`), which the
+credit budget reads (see sync/credits.py).
 
 What it must never do: call an API, hold a secret, or decide a rule: which rows go in which call is the
 push's decision (sync/push.py); this module only stores and fetches.
@@ -22,10 +22,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from cbzoho_pipeline.warehouse.db import Warehouse, utcnow
+from cbzoho_pipeline.warehouse.db import SYNC_ERROR_UPSERT, Warehouse, utcnow
 
-_LEDGER_DDL = """CREATE TABLE IF NOT EXISTS credit_ledger (
-    spent_at TIMESTAMPTZ, run_id VARCHAR, step VARCHAR, credits INTEGER)"""
 # Ledger rows older than this are no longer needed by any 24-hour window.
 LEDGER_KEPT = timedelta(days=3)
 
@@ -85,9 +83,7 @@ def settle_quiet_rows(wh: Warehouse, module: str, run_id: str) -> dict[str, int]
                                 ELSE '{}'::JSON END),
                        $now, $now, $run, 'error'
                 FROM push_scope WHERE action = 'error'
-                ON CONFLICT (module, source_key) DO UPDATE SET code = excluded.code, message = excluded.message,
-                    details = excluded.details, last_seen = excluded.last_seen, run_id = excluded.run_id,
-                    severity = excluded.severity""", params)
+                """ + SYNC_ERROR_UPSERT, params)
         wh.con.execute("""DELETE FROM sync_errors WHERE module = $m
             AND source_key IN (SELECT source_key FROM push_scope WHERE action IN ('noop', 'skip'))""", {"m": module})
         wh.con.execute("""UPDATE plan SET pushed = TRUE
@@ -145,9 +141,7 @@ def stage_rows(wh: Warehouse, module: str, run_id: str, key_field: str) -> Stage
                        'its contact (customer ' || con_key || ') was not created in Zoho', '{}'::JSON,
                        $now, $now, $run, 'error'
                 FROM _push_rows WHERE con_key IS NOT NULL AND con_id IS NULL
-                ON CONFLICT (module, source_key) DO UPDATE SET code = excluded.code, message = excluded.message,
-                    details = excluded.details, last_seen = excluded.last_seen, run_id = excluded.run_id,
-                    severity = excluded.severity""", {"m": module, "now": now, "run": run_id})
+                """ + SYNC_ERROR_UPSERT, {"m": module, "now": now, "run": run_id})
             wh.con.execute("""UPDATE plan SET pushed = TRUE WHERE module = $m AND source_key IN
                 (SELECT source_key FROM _push_rows WHERE con_key IS NOT NULL AND con_id IS NULL)""", {"m": module})
         wh.con.execute(f"""CREATE OR REPLACE TEMP TABLE push_todo AS
@@ -236,27 +230,6 @@ def held_by_id(wh: Warehouse, module: str, ids: Iterable[str]) -> dict[str, dict
 
 
 # ------------------------------------------------------------------------------------------- answers
-def clear_errors(wh: Warehouse, module: str, keys: Iterable[str]) -> None:
-    keys = list(keys)
-    if keys:
-        wh.con.execute("DELETE FROM sync_errors WHERE module = $m AND source_key IN (SELECT unnest($k))",
-                       {"m": module, "k": keys})
-
-
-def clear_pending(wh: Warehouse, module: str, keys: Iterable[str]) -> None:
-    keys = list(keys)
-    if keys:
-        wh.con.execute("DELETE FROM pending_creates WHERE module = $m AND source_key IN (SELECT unnest($k))",
-                       {"m": module, "k": keys})
-
-
-def mark_pushed(wh: Warehouse, module: str, keys: Iterable[str]) -> None:
-    keys = list(keys)
-    if keys:
-        wh.con.execute("UPDATE plan SET pushed = TRUE WHERE module = $m AND source_key IN (SELECT unnest($k))",
-                       {"m": module, "k": keys})
-
-
 def calls_left(wh: Warehouse, modules: Iterable[str]) -> int:
     """Creates and updates of the stored plan still unpushed in these modules."""
     modules = list(modules)
@@ -284,9 +257,7 @@ def record_warnings(wh: Warehouse, module: str, run_id: str) -> int:
             wh.con.execute("""INSERT INTO sync_errors (module, source_key, code, message, details, first_seen,
                                                        last_seen, run_id, severity)
                 SELECT $m, source_key, code, message, '{}'::JSON, $now, $now, $run, 'warning' FROM _push_warnings
-                ON CONFLICT (module, source_key) DO UPDATE SET code = excluded.code, message = excluded.message,
-                    details = excluded.details, last_seen = excluded.last_seen, run_id = excluded.run_id,
-                    severity = excluded.severity""", params)
+                """ + SYNC_ERROR_UPSERT, params)
         wh.con.execute("DROP TABLE IF EXISTS _push_warnings")
     return count
 
@@ -297,10 +268,6 @@ def finish(wh: Warehouse) -> None:
 
 
 # ------------------------------------------------------------------------------------------- credits
-def ensure_ledger(wh: Warehouse) -> None:
-    wh.con.execute(_LEDGER_DDL)
-
-
 def record_credits(wh: Warehouse, run_id: str, step: str, credits: int, at: datetime | None = None) -> None:
     if credits:
         wh.con.execute("INSERT INTO credit_ledger VALUES (?, ?, ?, ?)", [at or utcnow(), run_id, step, int(credits)])

@@ -55,6 +55,7 @@ __all__ = [
     "ZohoOutcomeUnknown",
     "coql_literal",
     "credits_of",
+    "write_credits",
     "format_zoho_datetime",
     "parse_zoho_datetime",
 ]
@@ -212,8 +213,13 @@ def credits_of(method: str, template: str, json_body: Any = None) -> int:
         return 1 if limit <= 200 else 2 if limit <= 1000 else 3
     data = json_body.get("data") if isinstance(json_body, dict) else None
     if method in _WRITE_METHODS and isinstance(data, list):
-        return max(1, math.ceil(len(data) / 10))
+        return write_credits(len(data))
     return 1
+
+
+def write_credits(records: int) -> int:
+    """What Zoho charges for one insert, update or upsert call of `records` records: 1 credit per 10."""
+    return max(1, math.ceil(records / 10))
 
 
 class CreditGate(Protocol):
@@ -325,6 +331,7 @@ class ZohoClient:
         self.credits_remaining: int | None = None
         self.credits_remaining_at: float | None = None
         self.credits_spent = 0
+        self.server_offset = 0.0  # Zoho's clock minus ours, from the last Date header (`server_now`)
         self.credit_gate: CreditGate | None = None
 
     def __repr__(self) -> str:
@@ -892,7 +899,7 @@ class ZohoClient:
 
     def server_now(self) -> dt.datetime:
         """Now, by Zoho's clock as last seen (our clock until a response said otherwise)."""
-        return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=getattr(self, "server_offset", 0.0))
+        return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self.server_offset)
 
     def _note_credits(self, response: requests.Response) -> None:
         value = response.headers.get("X-API-CREDITS-REMAINING")

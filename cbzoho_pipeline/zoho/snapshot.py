@@ -51,6 +51,7 @@ class SnapshotResult:
     deleted: int = 0
     pages: int = 0
     total: int = 0
+    skipped: bool = False  # a read-back left to the next run (the credit budget)
 
 
 def snapshot_fields(module: str, metadata: dict[str, Any] | None, extra: list[str] = ()) -> list[str]:
@@ -68,11 +69,13 @@ def refresh(
     *,
     full: bool = False,
     log: Callable[[str], None] = lambda _m: None,
-    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    clock: Callable[[], datetime] | None = None,
     expected_changes: int = 0,
 ) -> SnapshotResult:
     """Refresh one module. `expected_changes`: records we know changed since the last read (our own writes),
-    which picks the cheaper way to read the changes."""
+    which picks the cheaper way to read the changes. `clock` defaults to Zoho's clock as the client last saw
+    it (`ZohoClient.server_now`), else ours."""
+    clock = clock or getattr(client, "server_now", None) or (lambda: datetime.now(UTC))
     cap = clock() - CLOCK_MARGIN
 
     def capped(seen: datetime, previous: str | None) -> str:
@@ -116,7 +119,7 @@ def refresh(
             wh.set_cursor(deleted_cursor_name, format_zoho_datetime(EPOCH))
     else:
         since = parse_zoho_datetime(cursor)
-        if expected_changes > COQL_CHANGES_THRESHOLD:
+        if _through_coql(expected_changes):
             log(f"{module}: changes since {format_zoho_datetime(since)} through COQL "
                 f"(about {expected_changes} expected)")
             pages = client.iter_coql(module, [f for f in fields if f != "id"],
@@ -148,11 +151,15 @@ def refresh(
     return result
 
 
-def read_back_cost(wh: Warehouse, module: str) -> int:
-    """The credits `read_back` would spend on `module` now: 3 per 2,000 records through COQL (0 when it
-    would not read)."""
-    written = wh.writes_since_cursor(module, f"zoho.{module}")
-    return 0 if written < READ_BACK_FROM else 3 * -(-written // 2000)
+def _through_coql(expected_changes: int) -> bool:
+    return expected_changes > COQL_CHANGES_THRESHOLD
+
+
+def read_back_cost(written: int) -> int:
+    """The credits reading back `written` changed records costs: the changes read as `refresh` reads them
+    (COQL 3 per 2,000, or Get Records 1 per 200), and one call for the deleted records."""
+    pages = -(-written // 2000) * 3 if _through_coql(written) else -(-written // 200)
+    return max(1, pages) + 1
 
 
 def read_back(
@@ -161,6 +168,7 @@ def read_back(
     module: str,
     fields: list[str],
     *,
+    affords: Callable[[int], bool] = lambda _credits: True,
     log: Callable[[str], None] = lambda _m: None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> SnapshotResult | None:
@@ -170,13 +178,20 @@ def read_back(
     them again (a million after a first sync) before it could tell that nothing changed. Read now, in one
     pass of 2,000 records per call, they cost the next run nothing: the content of a record read back as
     written is unchanged (`Warehouse.upsert_zoho`), so it is not planned again either. Waits out the
-    cursor's margin after the last write first, so the cursor can pass it. Returns None when the module had
-    fewer than `READ_BACK_FROM` writes since its cursor (the next run's changes call takes them for free).
+    cursor's margin after the last write first, so the cursor can pass it.
+
+    Returns None when the module had fewer than `READ_BACK_FROM` writes since its cursor (the next run's
+    changes call takes them for free); a result marked `skipped` when `affords` (the credit budget) refuses
+    the cost: reading back only saves the next run reads, so that run is left to read them.
     """
-    stream = f"zoho.{module}"
-    written = wh.writes_since_cursor(module, stream)
+    written = wh.writes_since_cursor(module, f"zoho.{module}")
     if written < READ_BACK_FROM:
         return None
+    cost = read_back_cost(written)
+    if not affords(cost):
+        log(f"{module}: not read back: its {cost} credits would pass the daily credit budget; the next run "
+            "reads these changes")
+        return SnapshotResult(module, full=False, skipped=True)
     last = wh.last_write_at(module)
     if last is not None:
         wait = (CLOCK_MARGIN + timedelta(seconds=1.5) - (datetime.now(UTC) - last)).total_seconds()
@@ -184,8 +199,7 @@ def read_back(
             log(f"{module}: waiting {wait:.1f} s for the last write to pass the cursor's margin")
             sleep(wait)
     log(f"{module}: reading back {written} records written by this run")
-    clock = getattr(client, "server_now", None) or (lambda: datetime.now(UTC))
-    return refresh(wh, client, module, fields, log=log, clock=clock, expected_changes=written)
+    return refresh(wh, client, module, fields, log=log, expected_changes=written)
 
 
 def refresh_metadata(wh: Warehouse, client: Any, *, log: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
