@@ -53,7 +53,6 @@ ZOHO_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("z_last_name", "VARCHAR", _zoho_text("Last_Name")),
     ("z_email", "VARCHAR", _zoho_text("Email")),
     ("z_phone", "VARCHAR", _zoho_text("Phone")),
-    ("z_account_name", "VARCHAR", f"CASE WHEN module = 'Accounts' THEN {_zoho_text('Account_Name')} END"),
     ("z_account_id", "VARCHAR", _zoho_lookup("Account_Name")),
     ("z_contact_id", "VARCHAR", _zoho_lookup("Contact_Name")),
     ("z_deal_name", "VARCHAR", _zoho_text("Deal_Name")),
@@ -64,6 +63,7 @@ ZOHO_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("z_stage", "VARCHAR", _zoho_text("Stage")),
     ("z_currency", "VARCHAR", _zoho_text("Currency")),
 )
+ZOHO_TYPED_NAMES = ", ".join(name for name, _type, _expr in ZOHO_COLUMNS)
 # Zoho fields that have a typed column (the plan reads those from the column).
 ZOHO_TYPED_FIELDS = {"First_Name": "z_first_name", "Last_Name": "z_last_name", "Email": "z_email",
                      "Phone": "z_phone"}
@@ -263,19 +263,18 @@ class Warehouse:
                 self.con.execute(f"ALTER TABLE zoho_records ADD COLUMN IF NOT EXISTS {name} {sql_type}")
             self.retype_zoho()
 
-    def retype_zoho(self, where: str = "") -> None:
+    def retype_zoho(self) -> None:
         """(Re)compute the typed columns and content keys of stored Zoho records from their `data` (a schema
         upgrade, or records inserted by plain SQL such as a benchmark's synthetic site)."""
         assignments = ", ".join(f"{name} = x.{name}" for name, _t, _e in ZOHO_COLUMNS)
         self.con.execute(f"""UPDATE zoho_records SET {assignments}, refreshed_at = coalesce(refreshed_at, $now)
-                             FROM (SELECT module AS xm, id AS xid, {zoho_typed_select()} FROM zoho_records {where}) x
+                             FROM (SELECT module AS xm, id AS xid, {zoho_typed_select()} FROM zoho_records) x
                              WHERE zoho_records.module = x.xm AND zoho_records.id = x.xid""", {"now": utcnow()})
         after = ("", "")
         while True:
             rows = self.con.execute(
-                f"""SELECT module, id, data FROM zoho_records {where} {'AND' if where else 'WHERE'}
-                    (module, id) > (?, ?)
-                    ORDER BY module, id LIMIT 50000""", list(after)).fetchall()
+                """SELECT module, id, data FROM zoho_records WHERE (module, id) > (?, ?)
+                   ORDER BY module, id LIMIT 50000""", list(after)).fetchall()
             if not rows:
                 return
             keys = [(m, i, zoho_content_key(json.loads(d))) for m, i, d in rows]
@@ -524,9 +523,9 @@ class Warehouse:
              zoho_content_key(r))
             for rid, r in latest.items()
         ]
-        typed = ", ".join(name for name, _t, _e in ZOHO_COLUMNS)
         updates = ", ".join(f"{name} = excluded.{name}" for name, _t, _e in ZOHO_COLUMNS)
-        self._bulk(f"""INSERT INTO zoho_records (module, id, data, modified_time, content_key, refreshed_at, {typed})
+        self._bulk(f"""INSERT INTO zoho_records (module, id, data, modified_time, content_key, refreshed_at,
+                                                 {ZOHO_TYPED_NAMES})
                        SELECT module, id, data, modified_time, content_key, $now, {zoho_typed_select()}
                        FROM (SELECT module, id, data::JSON AS data, modified_time, content_key FROM batch)
                        ON CONFLICT (module, id) DO UPDATE SET data = excluded.data,
@@ -657,7 +656,6 @@ class Warehouse:
             f", json_extract_string(data, '$.{path}') AS x{i}" for i, path in enumerate(extra_paths)
             if "'" not in path)
         customer_filter = "WHERE id IN (SELECT id FROM scope_customers)" if scoped else ""
-        typed = ", ".join(name for name, _t, _e in ZOHO_COLUMNS)
         sub_filter = "WHERE id IN (SELECT id FROM scope_subscriptions)" if scoped else ""
         self.con.execute(f"""CREATE OR REPLACE TEMP VIEW in_customers AS
             SELECT id, first_name, last_name, email, phone, company, billing_last_name, deleted, created_at{extras}
@@ -666,7 +664,7 @@ class Warehouse:
             SELECT id, customer_id, status, currency_code, mrr, created_at, deleted
             FROM cb_subscriptions {sub_filter}""")
         if not scoped:
-            self.con.execute(f"CREATE OR REPLACE TEMP VIEW in_zoho AS SELECT module, id, data, {typed} "
+            self.con.execute(f"CREATE OR REPLACE TEMP VIEW in_zoho AS SELECT module, id, data, {ZOHO_TYPED_NAMES} "
                              "FROM zoho_records")
         else:
             company_key = "lower(nullif(regexp_replace(trim(company), '\\s+', ' ', 'g'), ''))"
@@ -691,7 +689,8 @@ class Warehouse:
                     UNION SELECT z.id FROM zoho_records z SEMI JOIN scope_subscriptions s ON s.id = z.match_key
                           WHERE z.module = 'Deals')""")
             self.con.execute(f"""CREATE OR REPLACE TEMP VIEW in_zoho AS
-                SELECT module, id, data, {typed} FROM zoho_records z SEMI JOIN _scope_zoho s USING (module, id)""")
+                SELECT module, id, data, {ZOHO_TYPED_NAMES} FROM zoho_records z
+                SEMI JOIN _scope_zoho s USING (module, id)""")
         self.con.execute("CREATE OR REPLACE TEMP VIEW in_links AS SELECT module, source_key, zoho_id FROM links")
         self.con.execute("CREATE OR REPLACE TEMP VIEW in_rejects AS SELECT stream, id, reason FROM rejects")
 
