@@ -43,8 +43,10 @@ class SandboxHandle:
     def load(self, chargebee: dict | None = None, zoho: dict | None = None) -> Any:
         return self.control("POST", "load", {"chargebee": chargebee or {}, "zoho": zoho or {}})
 
-    def generate(self, customers: int, seed: int = 42, site: str = "acme-test", org: str = "sandbox") -> Any:
-        return self.control("POST", "generate", {"customers": customers, "seed": seed, "site": site, "org": org})
+    def generate(self, customers: int, seed: int = 42, site: str = "acme-test", org: str = "sandbox",
+                 now: int | None = None) -> Any:
+        body = {"customers": customers, "seed": seed, "site": site, "org": org}
+        return self.control("POST", "generate", body if now is None else {**body, "now": now})
 
     def stats(self) -> dict[str, Any]:
         return self.control("GET", "stats")

@@ -180,13 +180,15 @@ class Sandbox:
         if credentials_changed:  # every org is back to the refresh token it started with
             self.info_changed()
 
-    def seed(self, *, customers: int, seed: int, site: str, org: str) -> dict[str, Any]:
-        """Load a generated messy dataset into one Chargebee site and its Zoho org."""
+    def seed(self, *, customers: int, seed: int, site: str, org: str, now: int | None = None) -> dict[str, Any]:
+        """Load a generated messy dataset into one Chargebee site and its Zoho org, dated from `now` (unix
+        seconds; default the sandbox clock). The same seed and `now` give the same records to the second."""
         from cbzoho_sandbox.generator import generate_dataset
 
         zorg = self.orgs[org]
         users = [u["id"] for u in zorg.settings().get("users", []) if "id" in u]
-        dataset = generate_dataset(customers, seed, now=int(self.now()), zoho_user_ids=users or None)
+        dataset = generate_dataset(customers, seed, now=int(self.now()) if now is None else now,
+                                   zoho_user_ids=users or None)
         zoho_data = dict(dataset["zoho"])
         duplicates = zoho_data.pop("Contacts_duplicates", [])
         # Several Zoho contacts sharing one email can only exist where the org allows duplicate emails.
@@ -394,9 +396,12 @@ def _control_routes(sandbox: Sandbox) -> list[Route]:
             org_name = data.get("org", "sandbox")
             if site_name not in sandbox.sites or org_name not in sandbox.orgs:
                 return error(f"unknown site or org: {site_name!r}, {org_name!r}", 404)
+            now = data.get("now")
+            if now is not None and (isinstance(now, bool) or not isinstance(now, int)):
+                return error(f"generate: now must be unix seconds (an integer), got {now!r}")
             with sandbox.lock:
                 result = sandbox.seed(customers=int(data.get("customers", 100)), seed=int(data.get("seed", 42)),
-                                      site=site_name, org=org_name)
+                                      site=site_name, org=org_name, now=now)
         except (ValueError, KeyError, TypeError) as exc:
             return error(f"generate failed: {exc}")
         return ok({"ok": True, **result})

@@ -110,11 +110,12 @@ def test_an_update_whose_email_changed_updates_its_own_contact(e2e):
 
 
 # ------------------------------------------------------------------------------------------- lost answers
-def reference(e2e, count: int, seed: int) -> tuple[dict, set]:
-    """Zoho's state and the open errors after an unbudgeted, fault-free sync of a generated site; then a
-    clean slate (sandbox and warehouses) for the run under test."""
+def reference(e2e, count: int, seed: int, at: int) -> tuple[dict, set]:
+    """Zoho's state and the open errors after an unbudgeted, fault-free sync of the site generated at `at`;
+    then a clean slate (sandbox and warehouses) for the run under test, which generates at the same instant
+    (dates derive from it, and a few seconds can move a renewal past midnight)."""
     e2e.sandbox.reset()
-    e2e.sandbox.generate(count, seed=seed)
+    e2e.sandbox.generate(count, seed=seed, now=at)
     assert e2e.sync().success
     state, errors = e2e.state(), error_keys(e2e)
     e2e.sandbox.reset()
@@ -132,9 +133,10 @@ def error_keys(e2e) -> set:
     {"p500": 0.3, "papply_drop": 0.3, "papply_late": 0.2, "late_seconds": 2.0},
 ])
 def test_lost_answers_with_batches_in_flight_together_duplicate_nothing(e2e, fault):
-    want, _ = reference(e2e, 600, seed=23)
+    at = int(time.time())
+    want, _ = reference(e2e, 600, seed=23, at=at)
     configure(e2e, max_concurrency=6)
-    e2e.sandbox.generate(600, seed=23)
+    e2e.sandbox.generate(600, seed=23, now=at)
     e2e.sandbox.faults("zoho", writes_only=True, latency_ms=40, **fault)
     first = e2e.sync(zoho={"timeout_seconds": 1.0})
     stats = zoho_stats(e2e)
@@ -147,9 +149,10 @@ def test_lost_answers_with_batches_in_flight_together_duplicate_nothing(e2e, fau
 
 
 def test_a_sync_killed_with_batches_in_flight_is_completed_by_the_next_without_duplicates(e2e):
-    want, _ = reference(e2e, 600, seed=29)
+    at = int(time.time())
+    want, _ = reference(e2e, 600, seed=29, at=at)
     configure(e2e, max_concurrency=4)
-    e2e.sandbox.generate(600, seed=29)
+    e2e.sandbox.generate(600, seed=29, now=at)
     e2e.sandbox.faults("zoho", writes_only=True, latency_ms=400)
     victim = subprocess.Popen([sys.executable, "-m", "cbzoho_pipeline.cli", "sync", "--site", "acme-test"],
                               env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -175,10 +178,11 @@ def age_ledger(site: str = "acme-test", hours: int = 25) -> None:
 
 
 def test_a_budget_smaller_than_the_first_sync_stops_at_it_and_later_runs_finish_the_same(e2e):
-    want, want_errors = reference(e2e, 300, seed=31)
+    at = int(time.time())
+    want, want_errors = reference(e2e, 300, seed=31, at=at)
     budget = 35
     configure(e2e, daily_credit_budget=budget)
-    e2e.sandbox.generate(300, seed=31)
+    e2e.sandbox.generate(300, seed=31, now=at)
     runs = []
     for _ in range(12):
         e2e.sandbox.reset_stats()  # also zeroes the sandbox's 24-hour credit window

@@ -33,10 +33,18 @@ def run_status(ui: DagsterUI, run_id: str) -> str:
 
 
 def launch(ui: DagsterUI, site: str) -> str:
-    from dagster_graphql import DagsterGraphQLClient
-
-    client = DagsterGraphQLClient("127.0.0.1", port_number=ui.port, timeout=60)
-    return client.submit_job_execution("cbzoho_sync", tags={"dagster/partition": site})
+    """Launch cbzoho_sync for `site` as the UI's Materialize button does: a launchRun mutation."""
+    repositories = ui.graphql("{ repositoriesOrError { ... on RepositoryConnection { nodes { name "
+                              "location { name } jobs { name } } } } }")["repositoriesOrError"]["nodes"]
+    (repository,) = [r for r in repositories if any(j["name"] == "cbzoho_sync" for j in r["jobs"])]
+    mutation = ("mutation($params: ExecutionParams!) { launchRun(executionParams: $params) { __typename "
+                "... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }")
+    params = {"selector": {"repositoryLocationName": repository["location"]["name"],
+                           "repositoryName": repository["name"], "jobName": "cbzoho_sync"},
+              "executionMetadata": {"tags": [{"key": "dagster/partition", "value": site}]}}
+    result = ui.graphql(mutation, params=params)["launchRun"]
+    assert result["__typename"] == "LaunchRunSuccess", result
+    return result["run"]["runId"]
 
 
 def test_a_killed_launched_run_frees_its_site_within_minutes(e2e, tmp_path):

@@ -59,6 +59,35 @@ def test_load_refuses_unknown_tenants_and_bad_bodies(sandbox):
     assert response.status_code == 400
 
 
+def _subscriptions(sandbox) -> list[dict]:
+    base, key = sandbox.chargebee("acme-test")
+    out, offset = [], None
+    while True:
+        params = {"limit": 100, **({"offset": offset} if offset else {})}
+        page = requests.get(f"{base}/subscriptions", params=params, auth=(key, ""), timeout=30).json()
+        out += [entry["subscription"] for entry in page["list"]]
+        offset = page.get("next_offset")
+        if not offset:
+            return out
+
+
+def test_generate_at_a_given_instant_dates_every_record_from_it(sandbox):
+    at = int(time.time()) - 3 * 86400
+    sandbox.reset()
+    first = sandbox.generate(80, seed=5, now=at)
+    subscriptions = _subscriptions(sandbox)
+    sandbox.reset()
+    time.sleep(1.1)  # the sandbox clock moves on; the dataset does not
+    second = sandbox.generate(80, seed=5, now=at)
+    assert first["summary"]["now"] == second["summary"]["now"] == at
+    assert _subscriptions(sandbox) == subscriptions
+    assert max(s["created_at"] for s in subscriptions) <= at
+    sandbox.reset()
+    response = requests.post(f"{sandbox.base_url}/_sandbox/generate", json={"customers": 5, "now": "yesterday"},
+                             timeout=10)
+    assert response.status_code == 400 and "now must be unix seconds" in response.json()["error"]
+
+
 def test_generate_is_deterministic_per_seed(sandbox):
     first = sandbox.generate(60, seed=5)
     dump_one = sandbox.dump("sandbox", "Contacts")
