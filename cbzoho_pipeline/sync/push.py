@@ -61,6 +61,9 @@ from cbzoho_pipeline.zoho.client import RecordResult, ZohoOutcomeUnknown, coql_l
 BATCH_SIZE = 100
 # Records written through to the snapshot in one statement (see _Store.flush).
 WRITE_THROUGH_EVERY = 1000
+# How often a push says how far it got. Not once per batch: each line is an event in Dagster's storage, and a
+# million-record push would write twenty thousand of them while its batches wait for the storing thread.
+PROGRESS_EVERY_SECONDS = 5.0
 DUPLICATE_CHECK = {ACCOUNTS: ["Account_Name"], DEALS: ["Deal_Name"], CONTACTS: ["Email"]}
 # Zoho's sub-concurrency (reference §20): in every edition, at most 10 writes of more than 10 records in flight.
 MAX_WRITES_IN_FLIGHT = 10
@@ -267,6 +270,7 @@ def _run_batches(
                 answers = store.collect(in_flight)
                 hand_out(pool)  # refill first: the calls go on while the answers are stored
                 store.store(answers)
+        store.progress()
     finally:
         store.flush()
         if budget is not None:
@@ -317,6 +321,8 @@ class _Store:
         self.counts, self.log, self.since = counts, log, since
         self.failure: BaseException | None = None  # the first error a worker met (its batch stays unpushed)
         self.written: list[dict[str, Any]] = []  # write-through records not yet in the snapshot
+        self.answered = self.records = 0  # batches answered and their records, for the progress lines
+        self.started = self.said_at = time.monotonic()
 
     def flush(self, *, at_least: int = 0) -> None:
         """Write the buffered write-through records to the snapshot, if there are `at_least` of them.
@@ -346,12 +352,18 @@ class _Store:
                 self.log(message)
         self.written += _store(self.wh, self.client, self.module, self.run_id, answers, self.counts, self.since)
         self.flush(at_least=WRITE_THROUGH_EVERY)
-        for answer in answers:
-            b = answer.batch
-            if answer.error is None:
-                kinds = sorted({row["action"] for row, _ in answer.items})
-                self.log(f"{self.module}: batch {b.number}/{self.total} pushed ({'upsert' if b.upsert else 'update'}"
-                         f" of {b.size} records: {' and '.join(kinds)})")
+        self.answered += sum(1 for a in answers if a.error is None)
+        self.records += sum(a.batch.size for a in answers if a.error is None)
+        if time.monotonic() - self.said_at >= PROGRESS_EVERY_SECONDS:
+            self.progress()
+
+    def progress(self) -> None:
+        """One line: how many batches have been answered, with what outcome, how long it has taken."""
+        now = time.monotonic()
+        self.said_at = now
+        c = self.counts
+        self.log(f"{self.module}: {self.answered:,} of {self.total:,} batches answered ({self.records:,} records: "
+                 f"{c.created:,} created, {c.updated:,} updated, {c.errors:,} failed) in {now - self.started:.1f} s")
 
 
 def _store(wh: Warehouse, client: ZohoWriter, module: str, run_id: str, answers: list[_Answer],
