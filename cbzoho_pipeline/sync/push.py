@@ -353,7 +353,7 @@ class _Store:
         self.written += _store(self.wh, self.client, self.module, self.run_id, answers, self.counts, self.since)
         self.flush(at_least=WRITE_THROUGH_EVERY)
         self.answered += sum(1 for a in answers if a.error is None)
-        self.records += sum(a.batch.size for a in answers if a.error is None)
+        self.records += sum(1 for a in answers for r in a.results if r is not None)  # not those the budget left
         if time.monotonic() - self.said_at >= PROGRESS_EVERY_SECONDS:
             self.progress()
 
