@@ -180,6 +180,24 @@ def zoho_state(sandbox, org: str) -> dict[str, Counter]:
     return state
 
 
+def reference(e2e, count: int, seed: int, at: int) -> tuple[dict, set]:
+    """Zoho's state and the open errors after an unbudgeted, fault-free sync of the site generated at `at`;
+    then a clean slate (sandbox and warehouses) for the run under test, which generates at the same instant
+    (dates derive from it, and a few seconds can move a renewal past midnight)."""
+    e2e.sandbox.reset()
+    e2e.sandbox.generate(count, seed=seed, now=at)
+    assert e2e.sync().success
+    state, errors = e2e.state(), error_keys(e2e)
+    e2e.sandbox.reset()
+    for path in e2e.home.glob("sites/*/cbzoho.duckdb*"):
+        path.unlink()
+    return state, errors
+
+
+def error_keys(e2e) -> set:
+    return {(e["module"], e["source_key"], e["code"]) for e in e2e.errors()}
+
+
 def state_diff(got: dict[str, Counter], want: dict[str, Counter]) -> dict[str, dict[str, int]]:
     """Per module: duplicates (a wanted record held more than once), missing and extra records."""
     diff = {}

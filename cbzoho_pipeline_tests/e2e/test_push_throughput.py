@@ -23,7 +23,7 @@ import pytest
 from cbzoho_pipeline.warehouse.db import open_warehouse
 from cbzoho_pipeline.warehouse.resources import warehouse_path
 
-from .conftest import by, site_settings, state_diff
+from .conftest import by, error_keys, reference, site_settings, state_diff
 
 ZERO = {"duplicates": 0, "missing": 0, "extra": 0}
 UPSERT, UPDATE = "POST /crm/v8/{module}/upsert", "PUT /crm/v8/{module}"
@@ -110,24 +110,6 @@ def test_an_update_whose_email_changed_updates_its_own_contact(e2e):
 
 
 # ------------------------------------------------------------------------------------------- lost answers
-def reference(e2e, count: int, seed: int, at: int) -> tuple[dict, set]:
-    """Zoho's state and the open errors after an unbudgeted, fault-free sync of the site generated at `at`;
-    then a clean slate (sandbox and warehouses) for the run under test, which generates at the same instant
-    (dates derive from it, and a few seconds can move a renewal past midnight)."""
-    e2e.sandbox.reset()
-    e2e.sandbox.generate(count, seed=seed, now=at)
-    assert e2e.sync().success
-    state, errors = e2e.state(), error_keys(e2e)
-    e2e.sandbox.reset()
-    for path in e2e.home.glob("sites/*/cbzoho.duckdb*"):
-        path.unlink()
-    return state, errors
-
-
-def error_keys(e2e) -> set:
-    return {(e["module"], e["source_key"], e["code"]) for e in e2e.errors()}
-
-
 @pytest.mark.parametrize("fault", [
     {"papply_drop": 0.5},
     {"p500": 0.3, "papply_drop": 0.3, "papply_late": 0.2, "late_seconds": 2.0},
